@@ -1,0 +1,35 @@
+//! Generates the C header from the Rust source with cbindgen.
+//!
+//! The header is written to OUT_DIR, and also to `$DEVRIG_HEADER_OUT` when
+//! that is set: `make header` copies it to include/devrig.h, and
+//! `make check-header` fails when the committed header differs.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-env-changed=DEVRIG_HEADER_OUT");
+    let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let version = env::var("CARGO_PKG_VERSION").unwrap();
+    let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+    let minor = env::var("CARGO_PKG_VERSION_MINOR").unwrap();
+    let patch = env::var("CARGO_PKG_VERSION_PATCH").unwrap();
+
+    let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("cbindgen.toml is unreadable");
+    config.after_includes = Some(format!(
+        "\n#define DEVRIG_VERSION_MAJOR {major}\n#define DEVRIG_VERSION_MINOR {minor}\n#define DEVRIG_VERSION_PATCH {patch}\n#define DEVRIG_VERSION_STRING \"{version}\"\n"
+    ));
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(crate_dir.join("src/ffi.rs"))
+        .generate()
+        .expect("cbindgen could not generate devrig.h");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("devrig.h");
+    bindings.write_to_file(&out);
+    if let Ok(extra) = env::var("DEVRIG_HEADER_OUT") {
+        bindings.write_to_file(extra);
+    }
+}

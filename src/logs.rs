@@ -1,0 +1,530 @@
+//! Turning a child's output bytes into log entries.
+//!
+//! Pure code over byte slices: `LineSplitter` cuts a stream into lines (and
+//! overlong lines into pieces), `Grouper` joins indented continuation lines
+//! onto the entry before them, `detect_level` guesses the severity, and
+//! `Batch` collects finished entries, each followed by a NUL byte so that the
+//! C API can lend them out without copying again. Reading the pipes and the
+//! 250 ms idle timer live in the driver.
+
+use std::time::Duration;
+
+use crate::events::{Level, Stream};
+
+/// Default upper bound of one delivered entry.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 65536;
+
+/// A partial line or a pending multiline entry is delivered after this long
+/// without new output on its stream.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(250);
+
+/// How a piece produced by the splitter relates to its line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PieceKind {
+    /// The whole line, or the last piece of an overlong line.
+    End,
+    /// A piece of an overlong line; more of the same line follows.
+    Cut,
+}
+
+/// Splits a byte stream into lines: one per `\n`, a trailing `\r` dropped,
+/// lines longer than `max` cut into pieces of at most `max` bytes.
+///
+/// Memory is bounded: at most `max + 1` bytes are held between calls.
+#[derive(Debug)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+    max: usize,
+}
+
+impl LineSplitter {
+    pub fn new(max: usize) -> Self {
+        assert!(max > 0, "max_line_bytes must be positive");
+        LineSplitter {
+            partial: Vec::new(),
+            max,
+        }
+    }
+
+    /// True when bytes of an unfinished line are held.
+    pub fn has_partial(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// Feeds one chunk as read from the pipe.
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut impl FnMut(&[u8], PieceKind)) {
+        while let Some(i) = memchr(b'\n', chunk) {
+            let (line, rest) = (&chunk[..i], &chunk[i + 1..]);
+            if self.partial.is_empty() {
+                emit_line(line, self.max, out);
+            } else {
+                let mut held = std::mem::take(&mut self.partial);
+                held.extend_from_slice(line);
+                emit_line(&held, self.max, out);
+                held.clear();
+                self.partial = held;
+            }
+            chunk = rest;
+        }
+        if chunk.is_empty() {
+            return;
+        }
+        self.partial.extend_from_slice(chunk);
+        // Hold up to max + 1 bytes: the last one may be a `\r` that the next
+        // chunk turns into the end of a line that fits.
+        while self.partial.len() > self.max + 1 {
+            let at = cut_point(&self.partial, self.max);
+            out(&self.partial[..at], PieceKind::Cut);
+            self.partial.drain(..at);
+        }
+    }
+
+    /// Delivers a held partial line (end of stream, or the idle timer).
+    pub fn flush(&mut self, out: &mut impl FnMut(&[u8], PieceKind)) {
+        if self.partial.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.partial);
+        emit_line(&held, self.max, out);
+        self.partial = held;
+        self.partial.clear();
+    }
+}
+
+/// Emits a complete line (without its `\n`), cut if needed.
+fn emit_line(mut line: &[u8], max: usize, out: &mut impl FnMut(&[u8], PieceKind)) {
+    if let [head @ .., b'\r'] = line {
+        line = head;
+    }
+    while line.len() > max {
+        let at = cut_point(line, max);
+        out(&line[..at], PieceKind::Cut);
+        line = &line[at..];
+    }
+    out(line, PieceKind::End);
+}
+
+/// Where to cut a too-long buffer: at `max`, moved back (by at most 3 bytes)
+/// so as not to split a UTF-8 sequence, which bindings decode.
+fn cut_point(buf: &[u8], max: usize) -> usize {
+    debug_assert!(buf.len() > max);
+    let is_continuation = |b: u8| b & 0xC0 == 0x80;
+    let mut at = max;
+    while at > 0 && max - at < 3 && is_continuation(buf[at]) {
+        at -= 1;
+    }
+    if at == 0 || is_continuation(buf[at]) {
+        max
+    } else {
+        at
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Joins lines that begin with a space or a tab onto the entry before them
+/// (stack traces). An entry is complete when the next non-indented line
+/// arrives or on `flush`. Entries never exceed `max` bytes: a continuation
+/// that would not fit starts a new entry. Pieces of overlong lines are passed
+/// through on their own.
+#[derive(Debug)]
+pub struct Grouper {
+    enabled: bool,
+    max: usize,
+    pending: Vec<u8>,
+    has_pending: bool,
+    in_cut: bool,
+}
+
+impl Grouper {
+    pub fn new(enabled: bool, max: usize) -> Self {
+        Grouper {
+            enabled,
+            max,
+            pending: Vec::new(),
+            has_pending: false,
+            in_cut: false,
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.has_pending
+    }
+
+    pub fn piece(&mut self, bytes: &[u8], kind: PieceKind, out: &mut impl FnMut(&[u8])) {
+        if !self.enabled {
+            out(bytes);
+            return;
+        }
+        if kind == PieceKind::Cut || self.in_cut {
+            self.flush(out);
+            self.in_cut = kind == PieceKind::Cut;
+            out(bytes);
+            return;
+        }
+        let indented = matches!(bytes.first(), Some(b' ' | b'\t'));
+        if indented && self.has_pending && self.pending.len() + 1 + bytes.len() <= self.max {
+            self.pending.push(b'\n');
+            self.pending.extend_from_slice(bytes);
+            return;
+        }
+        self.flush(out);
+        self.pending.extend_from_slice(bytes);
+        self.has_pending = true;
+    }
+
+    pub fn flush(&mut self, out: &mut impl FnMut(&[u8])) {
+        if self.has_pending {
+            out(&self.pending);
+            self.pending.clear();
+            self.has_pending = false;
+        }
+    }
+}
+
+/// Splitter and grouper of one stream, fed by the driver.
+#[derive(Debug)]
+pub struct LineAssembler {
+    splitter: LineSplitter,
+    grouper: Grouper,
+}
+
+impl LineAssembler {
+    pub fn new(multiline: bool, max_line_bytes: usize) -> Self {
+        LineAssembler {
+            splitter: LineSplitter::new(max_line_bytes),
+            grouper: Grouper::new(multiline, max_line_bytes),
+        }
+    }
+
+    /// Feeds bytes; every finished entry is passed to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut impl FnMut(&[u8])) {
+        let grouper = &mut self.grouper;
+        self.splitter
+            .push(chunk, &mut |piece, kind| grouper.piece(piece, kind, out));
+    }
+
+    /// Delivers everything held (end of stream or idle timer).
+    pub fn flush(&mut self, out: &mut impl FnMut(&[u8])) {
+        let grouper = &mut self.grouper;
+        self.splitter
+            .flush(&mut |piece, kind| grouper.piece(piece, kind, out));
+        self.grouper.flush(out);
+    }
+
+    /// True when something is held that the idle timer must deliver.
+    pub fn holds_data(&self) -> bool {
+        self.splitter.has_partial() || self.grouper.has_pending()
+    }
+}
+
+/// Guesses the severity of an entry from the first level word in its first
+/// line (ERROR, WARN, INFO, DEBUG, TRACE and their usual spellings, any case,
+/// as a whole word), looking at most at the first 256 bytes.
+pub fn detect_level(text: &[u8]) -> Level {
+    let head = &text[..text.len().min(256)];
+    let head = match memchr(b'\n', head) {
+        Some(i) => &head[..i],
+        None => head,
+    };
+    let mut i = 0;
+    while i < head.len() {
+        if !head[i].is_ascii_alphabetic() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < head.len() && head[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let word = &head[start..i];
+        if (4..=8).contains(&word.len()) {
+            if let Some(level) = level_word(word) {
+                return level;
+            }
+        }
+    }
+    Level::Unknown
+}
+
+fn level_word(word: &[u8]) -> Option<Level> {
+    let mut lower = [0u8; 8];
+    for (d, s) in lower.iter_mut().zip(word) {
+        *d = s.to_ascii_lowercase();
+    }
+    Some(match &lower[..word.len()] {
+        b"trace" => Level::Trace,
+        b"debug" => Level::Debug,
+        b"info" => Level::Info,
+        b"warn" | b"warning" => Level::Warn,
+        b"error" | b"fatal" | b"critical" | b"panic" => Level::Error,
+        _ => return None,
+    })
+}
+
+/// Metadata of one entry in a `Batch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub offset: usize,
+    pub len: usize,
+    pub stream: Stream,
+    pub level: Level,
+    pub pid: u32,
+    pub timestamp_ms: i64,
+}
+
+/// Finished entries waiting to be handed to the log callback together. Each
+/// entry's text is followed by a NUL byte in `arena`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    arena: Vec<u8>,
+    entries: Vec<EntryMeta>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, text: &[u8], stream: Stream, pid: u32, timestamp_ms: i64) {
+        let offset = self.arena.len();
+        self.arena.extend_from_slice(text);
+        self.arena.push(0);
+        self.entries.push(EntryMeta {
+            offset,
+            len: text.len(),
+            stream,
+            level: detect_level(text),
+            pid,
+            timestamp_ms,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn entries(&self) -> &[EntryMeta] {
+        &self.entries
+    }
+
+    /// The text of an entry, and the same text with its NUL terminator.
+    pub fn text_with_nul(&self, e: &EntryMeta) -> &[u8] {
+        &self.arena[e.offset..e.offset + e.len + 1]
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.arena.clear();
+        // Do not keep a huge arena alive after a burst.
+        if self.arena.capacity() > 4 << 20 {
+            self.arena.shrink_to(1 << 20);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(max: usize, chunks: &[&[u8]], flush: bool) -> Vec<(Vec<u8>, PieceKind)> {
+        let mut s = LineSplitter::new(max);
+        let mut out = vec![];
+        for c in chunks {
+            s.push(c, &mut |b, k| out.push((b.to_vec(), k)));
+        }
+        if flush {
+            s.flush(&mut |b, k| out.push((b.to_vec(), k)));
+        }
+        out
+    }
+
+    fn lines(max: usize, chunks: &[&[u8]], flush: bool) -> Vec<String> {
+        split(max, chunks, flush)
+            .into_iter()
+            .map(|(b, _)| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    fn group(multiline: bool, max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut a = LineAssembler::new(multiline, max);
+        let mut out = vec![];
+        for c in chunks {
+            a.push(c, &mut |b| {
+                out.push(String::from_utf8_lossy(b).into_owned())
+            });
+        }
+        a.flush(&mut |b| out.push(String::from_utf8_lossy(b).into_owned()));
+        out
+    }
+
+    #[test]
+    fn one_line_per_newline_including_empty_lines() {
+        assert_eq!(lines(100, &[b"a\n\nb\n"], false), ["a", "", "b"]);
+    }
+
+    #[test]
+    fn trailing_carriage_return_is_dropped_only_at_the_end() {
+        assert_eq!(
+            lines(100, &[b"a\r\nb\rc\r\n\r\n"], false),
+            ["a", "b\rc", ""]
+        );
+    }
+
+    #[test]
+    fn carriage_return_split_from_its_newline_is_still_dropped() {
+        assert_eq!(lines(100, &[b"abc\r", b"\n"], false), ["abc"]);
+        assert_eq!(lines(3, &[b"abc\r", b"\n"], false), ["abc"]);
+    }
+
+    #[test]
+    fn partial_line_waits_for_the_rest_or_a_flush() {
+        assert_eq!(lines(100, &[b"hel", b"lo\nwor"], false), ["hello"]);
+        assert_eq!(lines(100, &[b"hel", b"lo\nwor"], true), ["hello", "wor"]);
+        assert_eq!(lines(100, &[b"x\r"], true), ["x"]);
+        assert!(lines(100, &[], true).is_empty());
+    }
+
+    #[test]
+    fn long_line_is_cut_into_pieces_of_at_most_max() {
+        let out = split(4, &[b"abcdefghij\n"], false);
+        assert_eq!(
+            out,
+            vec![
+                (b"abcd".to_vec(), PieceKind::Cut),
+                (b"efgh".to_vec(), PieceKind::Cut),
+                (b"ij".to_vec(), PieceKind::End)
+            ]
+        );
+        // Exactly max: one piece.
+        assert_eq!(
+            split(4, &[b"abcd\n"], false),
+            vec![(b"abcd".to_vec(), PieceKind::End)]
+        );
+    }
+
+    #[test]
+    fn long_line_without_newline_is_delivered_while_reading() {
+        let out = split(4, &[b"abcdefghijk"], false);
+        assert_eq!(
+            out,
+            vec![
+                (b"abcd".to_vec(), PieceKind::Cut),
+                (b"efgh".to_vec(), PieceKind::Cut)
+            ]
+        );
+    }
+
+    #[test]
+    fn long_line_across_many_small_chunks() {
+        let line: Vec<u8> = (0..1000).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut input = line.clone();
+        input.push(b'\n');
+        let chunks: Vec<&[u8]> = input.chunks(7).collect();
+        let out = split(64, &chunks, false);
+        assert!(out.iter().all(|(b, _)| b.len() <= 64));
+        assert_eq!(out.last().unwrap().1, PieceKind::End);
+        let joined: Vec<u8> = out.into_iter().flat_map(|(b, _)| b).collect();
+        assert_eq!(joined, line);
+    }
+
+    #[test]
+    fn cuts_do_not_split_utf8_sequences() {
+        // "é" is two bytes; max 3 would cut inside the second "é".
+        let out = split(3, &["aéé\n".as_bytes()], false);
+        assert_eq!(out[0].0, "aé".as_bytes());
+        assert_eq!(out[1].0, "é".as_bytes());
+        // Bytes that are all continuations are cut at max anyway.
+        let junk = [0x80u8; 10];
+        let out = split(4, &[&junk, b"\n"], false);
+        assert!(out.iter().all(|(b, _)| b.len() <= 4));
+        assert_eq!(out.iter().map(|(b, _)| b.len()).sum::<usize>(), 10);
+    }
+
+    #[test]
+    fn every_chunking_gives_the_same_lines() {
+        let input = b"alpha\r\nbeta\n\ngamma delta epsilon\nzeta";
+        let whole = lines(8, &[input], true);
+        for cut in 0..input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(lines(8, &[a, b], true), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn multiline_joins_indented_lines() {
+        let out = group(
+            true,
+            1000,
+            &[b"Traceback:\n  File x\n\tline 2\nnext\n  orphan? no, joined\n"],
+        );
+        assert_eq!(
+            out,
+            [
+                "Traceback:\n  File x\n\tline 2",
+                "next\n  orphan? no, joined"
+            ]
+        );
+    }
+
+    #[test]
+    fn multiline_off_delivers_every_line() {
+        let out = group(false, 1000, &[b"a\n  b\nc\n"]);
+        assert_eq!(out, ["a", "  b", "c"]);
+    }
+
+    #[test]
+    fn indented_first_line_starts_its_own_entry() {
+        assert_eq!(group(true, 1000, &[b"  a\n  b\nc\n"]), ["  a\n  b", "c"]);
+    }
+
+    #[test]
+    fn multiline_entry_never_exceeds_max() {
+        let out = group(true, 11, &[b"head\n  1234\n  5678\n"]);
+        assert_eq!(out, ["head\n  1234", "  5678"]);
+        assert!(out.iter().all(|e| e.len() <= 11));
+    }
+
+    #[test]
+    fn pieces_of_a_long_line_stand_alone_in_multiline_mode() {
+        let out = group(true, 4, &[b"head\n  abcdefgh\n  x\n"]);
+        assert_eq!(out, ["head", "  ab", "cdef", "gh", "  x"]);
+    }
+
+    #[test]
+    fn level_words_are_found_in_any_case_as_whole_words() {
+        assert_eq!(detect_level(b"2024-01-01 ERROR boom"), Level::Error);
+        assert_eq!(detect_level(b"[warn] disk"), Level::Warn);
+        assert_eq!(detect_level(b"WARNING: x"), Level::Warn);
+        assert_eq!(detect_level(b"level=info msg=\"no error\""), Level::Info);
+        assert_eq!(detect_level(b"DEBUG"), Level::Debug);
+        assert_eq!(detect_level(b"trace: x"), Level::Trace);
+        assert_eq!(detect_level(b"FATAL oops"), Level::Error);
+        assert_eq!(detect_level(b"information only"), Level::Unknown);
+        assert_eq!(detect_level(b"errors=0 infos"), Level::Unknown);
+        assert_eq!(detect_level(b""), Level::Unknown);
+        assert_eq!(detect_level(b"plain\nERROR in second line"), Level::Unknown);
+    }
+
+    #[test]
+    fn batch_keeps_text_nul_terminated() {
+        let mut b = Batch::new();
+        b.push(b"one", Stream::Stdout, 7, 1);
+        b.push(b"", Stream::Stderr, 7, 2);
+        b.push(b"ERROR two", Stream::Stdout, 7, 3);
+        let e: Vec<_> = b.entries().to_vec();
+        assert_eq!(b.text_with_nul(&e[0]), b"one\0");
+        assert_eq!(b.text_with_nul(&e[1]), b"\0");
+        assert_eq!(b.text_with_nul(&e[2]), b"ERROR two\0");
+        assert_eq!(e[2].level, Level::Error);
+        assert_eq!(e[1].stream, Stream::Stderr);
+        b.clear();
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,815 @@
+//! The syscall layer: spawning, pidfds, waiting, reading /proc, signalling,
+//! and the process utilities of the public API (kill_tree, start times).
+//!
+//! All `unsafe` of the core outside `ffi` lives here; each block says why it
+//! is sound.
+
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// What to start: `/bin/sh -c command` with an environment overlay.
+pub(crate) struct SpawnSpec<'a> {
+    pub command: &'a str,
+    pub working_dir: Option<&'a Path>,
+    pub env: &'a [(OsString, OsString)],
+    /// `NAME=1` put into the child's environment; inherited by everything
+    /// it starts, so that escaped descendants can be found again.
+    pub tag: &'a str,
+}
+
+/// A started child: its pid, a pidfd for it, and our ends of its pipes
+/// (non-blocking, close-on-exec).
+pub(crate) struct Child {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub start_ticks: u64,
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_nz(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and ours alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; no memory is passed.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        cvt(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        ))?;
+    }
+    Ok(())
+}
+
+fn cstring(what: &str, bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+/// Owns posix_spawn's attribute and file-action objects and destroys them.
+struct SpawnObjects {
+    attr: libc::posix_spawnattr_t,
+    actions: libc::posix_spawn_file_actions_t,
+}
+
+impl Drop for SpawnObjects {
+    fn drop(&mut self) {
+        // SAFETY: both were initialised in `spawn` before this value exists.
+        unsafe {
+            libc::posix_spawnattr_destroy(&mut self.attr);
+            libc::posix_spawn_file_actions_destroy(&mut self.actions);
+        }
+    }
+}
+
+/// Builds the child's environment: the host's current one, the overlay on
+/// top, then the tag.
+fn child_env(spec: &SpawnSpec<'_>) -> io::Result<Vec<CString>> {
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (k, v) in spec.env {
+        if let Some(slot) = vars.iter_mut().find(|(key, _)| key == k) {
+            slot.1 = v.clone();
+        } else {
+            vars.push((k.clone(), v.clone()));
+        }
+    }
+    let mut out = Vec::with_capacity(vars.len() + 1);
+    for (k, v) in vars {
+        let mut kv = k.into_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        out.push(cstring("environment variable", &kv)?);
+    }
+    out.push(cstring("tag", spec.tag.as_bytes())?);
+    Ok(out)
+}
+
+trait IntoVec {
+    fn into_vec(self) -> Vec<u8>;
+}
+
+impl IntoVec for OsString {
+    fn into_vec(self) -> Vec<u8> {
+        std::os::unix::ffi::OsStringExt::into_vec(self)
+    }
+}
+
+/// Starts `/bin/sh -c command` in a new process group with posix_spawn:
+/// stdin from /dev/null, stdout and stderr to fresh pipes, every signal at
+/// its default disposition, an empty signal mask, and (glibc) every other
+/// descriptor closed. posix_spawn keeps the vfork fast path, so spawning
+/// costs the same in a small or a huge host.
+pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
+    let (out_r, out_w) = pipe_cloexec()?;
+    let (err_r, err_w) = pipe_cloexec()?;
+    let devnull = File::open("/dev/null")?;
+    let argv_owned = [
+        cstring("argv", b"sh")?,
+        cstring("argv", b"-c")?,
+        cstring("command", spec.command.as_bytes())?,
+    ];
+    let mut argv: Vec<*mut libc::c_char> = argv_owned
+        .iter()
+        .map(|s| s.as_ptr() as *mut libc::c_char)
+        .collect();
+    argv.push(std::ptr::null_mut());
+    let env_owned = child_env(spec)?;
+    let mut envp: Vec<*mut libc::c_char> = env_owned
+        .iter()
+        .map(|s| s.as_ptr() as *mut libc::c_char)
+        .collect();
+    envp.push(std::ptr::null_mut());
+    let dir = match spec.working_dir {
+        Some(d) => Some(cstring("working directory", d.as_os_str().as_bytes())?),
+        None => None,
+    };
+
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the spawn objects are initialised before use and destroyed by
+    // `SpawnObjects`; every pointer handed to posix_spawn (argv, envp, path,
+    // directory) points into values that outlive the call; the descriptors
+    // are open until after posix_spawn returns.
+    unsafe {
+        let mut objs = SpawnObjects {
+            attr: std::mem::zeroed(),
+            actions: std::mem::zeroed(),
+        };
+        cvt_nz(libc::posix_spawnattr_init(&mut objs.attr))?;
+        cvt_nz(libc::posix_spawn_file_actions_init(&mut objs.actions))?;
+        let fa = &mut objs.actions;
+        cvt_nz(libc::posix_spawn_file_actions_adddup2(
+            fa,
+            devnull.as_raw_fd(),
+            0,
+        ))?;
+        cvt_nz(libc::posix_spawn_file_actions_adddup2(
+            fa,
+            out_w.as_raw_fd(),
+            1,
+        ))?;
+        cvt_nz(libc::posix_spawn_file_actions_adddup2(
+            fa,
+            err_w.as_raw_fd(),
+            2,
+        ))?;
+        if let Some(dir) = &dir {
+            cvt_nz(libc::posix_spawn_file_actions_addchdir_np(fa, dir.as_ptr()))?;
+        }
+        #[cfg(target_env = "gnu")]
+        cvt_nz(libc::posix_spawn_file_actions_addclosefrom_np(fa, 3))?;
+
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        cvt_nz(libc::posix_spawnattr_setsigmask(&mut objs.attr, &empty))?;
+        cvt_nz(libc::posix_spawnattr_setsigdefault(&mut objs.attr, &all))?;
+        cvt_nz(libc::posix_spawnattr_setpgroup(&mut objs.attr, 0))?;
+        let flags = libc::POSIX_SPAWN_SETPGROUP
+            | libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF;
+        cvt_nz(libc::posix_spawnattr_setflags(
+            &mut objs.attr,
+            flags as libc::c_short,
+        ))?;
+        cvt_nz(libc::posix_spawn(
+            &mut pid,
+            c"/bin/sh".as_ptr(),
+            &objs.actions,
+            &objs.attr,
+            argv.as_ptr(),
+            envp.as_ptr(),
+        ))?;
+    }
+    drop((out_w, err_w, devnull));
+    // The child is ours and unreaped, so its pid cannot be reused before
+    // the pidfd is opened.
+    let pidfd = pidfd_open(pid)?;
+    set_nonblocking(&out_r)?;
+    set_nonblocking(&err_r)?;
+    let start_ticks = read_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+    Ok(Child {
+        pid,
+        pidfd,
+        stdout: out_r,
+        stderr: err_r,
+        start_ticks,
+    })
+}
+
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor (opened close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: plain integers; a null siginfo asks for kill()-like semantics.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// How our child ended, as waitid reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Asks whether our child has exited, without reaping it (`WNOWAIT`): the
+/// unreaped child keeps its pid and process-group id reserved while its
+/// leftovers are cleaned up.
+pub(crate) fn peek_exit(pidfd: &OwnedFd, pid: i32) -> io::Result<Option<WaitStatus>> {
+    waitid(pidfd, pid, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+}
+
+/// Reaps our exited child.
+pub(crate) fn reap(pidfd: &OwnedFd, pid: i32) -> io::Result<Option<WaitStatus>> {
+    waitid(pidfd, pid, libc::WEXITED | libc::WNOHANG)
+}
+
+fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<WaitStatus>> {
+    loop {
+        // SAFETY: `info` is a zeroed siginfo_t for waitid to fill; the pidfd
+        // (or pid, on kernels before 5.4) names only our own child, never -1.
+        let (ret, info) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let mut ret = libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                options,
+            );
+            if ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                ret = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, options);
+            }
+            (ret, info)
+        };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: waitid succeeded, so the siginfo fields are initialised.
+        let (si_pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if si_pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => WaitStatus::Exited(status),
+            _ => WaitStatus::Signaled(status),
+        }));
+    }
+}
+
+/// Sends a signal to a whole process group.
+pub(crate) fn kill_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: plain integers; a negative pid names the group, and pgid
+        // is > 1 so this is never kill(0) or kill(-1).
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// The fields of /proc/PID/stat that the supervisor uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    pub state: u8,
+    pub ppid: i32,
+    pub pgrp: i32,
+    /// Field 22: clock ticks after boot at which the process started.
+    pub start_ticks: u64,
+}
+
+impl ProcStat {
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, b'Z' | b'X' | b'x')
+    }
+}
+
+/// Parses /proc/PID/stat. The command name in parentheses may contain
+/// spaces and parentheses, so the fields are counted from the last `)`.
+pub(crate) fn parse_stat(buf: &[u8]) -> Option<ProcStat> {
+    let close = buf.iter().rposition(|&b| b == b')')?;
+    let mut fields = buf[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    let ppid = parse_num(fields.next()?)? as i32;
+    let pgrp = parse_num(fields.next()?)? as i32;
+    // Fields 6..=21 are not needed; starttime is field 22.
+    let start = fields.nth(16)?;
+    Some(ProcStat {
+        state,
+        ppid,
+        pgrp,
+        start_ticks: parse_num(start)? as u64,
+    })
+}
+
+fn parse_num(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.trim().parse().ok()
+}
+
+/// Reads /proc/PID/stat; None when the process does not exist.
+pub(crate) fn read_stat(pid: i32) -> Option<ProcStat> {
+    let mut buf = [0u8; 1024];
+    let n = read_small(&format!("/proc/{pid}/stat"), &mut buf).ok()?;
+    parse_stat(&buf[..n])
+}
+
+fn read_small(path: &str, buf: &mut [u8]) -> io::Result<usize> {
+    let mut f = File::open(path)?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Every pid in /proc.
+pub(crate) fn all_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let name = e.file_name();
+        let b = name.as_bytes();
+        if b.first()?.is_ascii_digit() {
+            parse_num(b).map(|n| n as i32)
+        } else {
+            None
+        }
+    })
+    .collect()
+}
+
+/// True when /proc/PID/environ holds the variable `name` (as `name=`).
+pub(crate) fn environ_has(pid: i32, name: &[u8]) -> bool {
+    let Ok(mut f) = File::open(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let mut env = Vec::new();
+    // Environments are small; a bound keeps a hostile one from costing much.
+    if (&mut f).take(1 << 20).read_to_end(&mut env).is_err() {
+        return false;
+    }
+    env.split(|&b| b == 0)
+        .any(|var| var.len() > name.len() && var.starts_with(name) && var[name.len()] == b'=')
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    static TCK: OnceLock<u64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        // SAFETY: sysconf has no memory arguments.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 {
+            t as u64
+        } else {
+            100
+        }
+    })
+}
+
+/// The boot time from /proc/stat (`btime`, whole seconds), read once per
+/// process. The kernel moves it when the wall clock is stepped; reading it
+/// once keeps the start times computed in one process mutually consistent.
+fn boot_time_ms() -> Option<i64> {
+    static BOOT: OnceLock<Option<i64>> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("btime "))?;
+        line[6..].trim().parse::<i64>().ok().map(|s| s * 1000)
+    })
+}
+
+/// This boot's id (/proc/sys/kernel/random/boot_id), or "" if unknown.
+pub(crate) fn boot_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+pub(crate) fn ticks_to_ms(ticks: u64) -> Option<i64> {
+    let boot = boot_time_ms()?;
+    Some(boot + (ticks.saturating_mul(1000) / clock_ticks_per_sec()) as i64)
+}
+
+/// Refuses pids that are 0 or do not fit a positive `pid_t`: they would
+/// name process groups or every process.
+pub fn check_pid(pid: u32) -> Result<i32> {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(Error::invalid(format!(
+            "pid {pid} is not a valid process id (must be 1..={})",
+            i32::MAX
+        )));
+    }
+    Ok(pid as i32)
+}
+
+/// The creation time of `pid` in ms since the Unix epoch (see
+/// `boot_time_ms` for the clock rule), or None if there is no such process.
+pub fn proc_start_time_ms(pid: u32) -> Result<Option<i64>> {
+    let pid = check_pid(pid)?;
+    Ok(read_stat(pid).and_then(|s| ticks_to_ms(s.start_ticks)))
+}
+
+/// True if `pid` is alive (not a zombie) and started at `want_start_ms`;
+/// `want_start_ms == 0` means unknown: liveness alone decides.
+pub fn same_process(pid: u32, want_start_ms: i64) -> bool {
+    let Ok(pid) = check_pid(pid) else {
+        return false;
+    };
+    match read_stat(pid) {
+        Some(s) if !s.is_dead() => {
+            want_start_ms == 0 || ticks_to_ms(s.start_ticks) == Some(want_start_ms)
+        }
+        _ => false,
+    }
+}
+
+/// A process found by a scan, identified by pid and start ticks so that a
+/// recycled pid is never signalled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+impl Target {
+    /// Signals the process if it is still the one that was found. Going
+    /// through a pidfd closes the window between the check and the signal.
+    pub fn signal(&self, sig: i32) {
+        match pidfd_open(self.pid) {
+            Ok(fd) => {
+                if read_stat(self.pid).map(|s| s.start_ticks) == Some(self.start_ticks) {
+                    let _ = pidfd_send_signal(&fd, sig);
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                if read_stat(self.pid).map(|s| s.start_ticks) == Some(self.start_ticks) {
+                    // SAFETY: plain integers; pid > 0 was checked by the scan.
+                    unsafe {
+                        libc::kill(self.pid, sig);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// True once the process has exited. A zombie counts as gone; if it is
+    /// our own child (the host is a subreaper or pid 1, so our service's
+    /// orphans were reparented to us) it is reaped here, since our run
+    /// started it.
+    pub fn is_gone(&self) -> bool {
+        match read_stat(self.pid) {
+            None => true,
+            Some(s) if s.start_ticks != self.start_ticks => true,
+            Some(s) if s.is_dead() => {
+                // SAFETY: getpid has no arguments.
+                if s.ppid == unsafe { libc::getpid() } {
+                    reap_pid(self.pid);
+                }
+                true
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+fn reap_pid(pid: i32) {
+    // SAFETY: `info` is for waitid to fill; P_PID names exactly this pid,
+    // which the caller checked is our child and a zombie.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        );
+    }
+}
+
+/// Finds what a spawn left behind: live members of process group `pgid`,
+/// and live processes that started no earlier than `since_ticks` and carry
+/// the tag variable `tag_name` in their environment (descendants that left
+/// the group with setsid or a double fork). Only processes started after
+/// the spawn are opened for their environment, which keeps the scan cheap
+/// on a busy machine.
+pub(crate) fn find_leftovers(pgid: i32, tag_name: &[u8], since_ticks: u64) -> Vec<Target> {
+    // SAFETY: getpid has no arguments.
+    let me = unsafe { libc::getpid() };
+    let mut found = Vec::new();
+    for pid in all_pids() {
+        if pid == me {
+            continue;
+        }
+        let Some(s) = read_stat(pid) else { continue };
+        let t = Target {
+            pid,
+            start_ticks: s.start_ticks,
+        };
+        if s.is_dead() {
+            // Reaps zombies that are ours (subreaper hosts).
+            if s.pgrp == pgid && pid != pgid {
+                t.is_gone();
+            }
+            continue;
+        }
+        if s.pgrp == pgid || (s.start_ticks >= since_ticks && environ_has(pid, tag_name)) {
+            found.push(t);
+        }
+    }
+    found
+}
+
+/// Every process carrying the tag variable (used by reap_orphans).
+pub(crate) fn find_tagged(tag_name: &[u8]) -> Vec<Target> {
+    find_leftovers(-1, tag_name, 0)
+}
+
+/// `pid` and all its descendants, parents first, collected in one scan.
+fn collect_tree(root: i32) -> Vec<Target> {
+    let mut procs: Vec<(i32, ProcStat)> = Vec::new();
+    for pid in all_pids() {
+        if let Some(s) = read_stat(pid) {
+            if !s.is_dead() {
+                procs.push((pid, s));
+            }
+        }
+    }
+    let mut tree = Vec::new();
+    if let Some((_, s)) = procs.iter().find(|(p, _)| *p == root) {
+        tree.push(Target {
+            pid: root,
+            start_ticks: s.start_ticks,
+        });
+    } else {
+        return tree;
+    }
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for (pid, s) in &procs {
+            // A child cannot have started before its parent: this also
+            // ignores stale ppid links after pid reuse.
+            if s.ppid == parent.pid && s.start_ticks >= parent.start_ticks && *pid != root {
+                tree.push(Target {
+                    pid: *pid,
+                    start_ticks: s.start_ticks,
+                });
+            }
+        }
+        i += 1;
+    }
+    tree
+}
+
+/// Processes being waited for: a pidfd for each where one can be opened
+/// (poll() then wakes us on exit), /proc polling for the others.
+pub(crate) struct Watch {
+    procs: Vec<(Target, Option<OwnedFd>)>,
+}
+
+impl Watch {
+    pub fn new(targets: &[Target]) -> Self {
+        let procs = targets
+            .iter()
+            .filter_map(|t| match pidfd_open(t.pid) {
+                Ok(fd) => {
+                    // The pidfd pins the process: checking after opening
+                    // proves it is the one that was found.
+                    if read_stat(t.pid).map(|s| s.start_ticks) == Some(t.start_ticks) {
+                        Some((*t, Some(fd)))
+                    } else {
+                        None
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
+                Err(_) => Some((*t, None)),
+            })
+            .collect();
+        Watch { procs }
+    }
+
+    pub fn signal_all(&self, sig: i32) {
+        for (t, fd) in &self.procs {
+            match fd {
+                Some(fd) => {
+                    let _ = pidfd_send_signal(fd, sig);
+                }
+                None => t.signal(sig),
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        self.procs.retain(|(t, fd)| match fd {
+            Some(fd) => !(poll_readable(fd) && t.is_gone()),
+            None => !t.is_gone(),
+        });
+    }
+
+    /// Blocks until every watched process is gone or `deadline` passes;
+    /// returns true if all are gone.
+    pub fn wait_blocking(&mut self, deadline: Instant) -> bool {
+        loop {
+            self.prune();
+            if self.procs.is_empty() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let left = deadline - now;
+            let mut pfds: Vec<libc::pollfd> = self
+                .procs
+                .iter()
+                .filter_map(|(_, fd)| fd.as_ref())
+                .map(|fd| libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let all_fds = pfds.len() == self.procs.len();
+            // Without a pidfd for every process, fall back to short polls.
+            let cap = if all_fds {
+                left
+            } else {
+                Duration::from_millis(5)
+            };
+            let ms = left.min(cap).as_millis().clamp(1, i32::MAX as u128) as i32;
+            if pfds.is_empty() {
+                std::thread::sleep(Duration::from_millis(ms as u64));
+                continue;
+            }
+            // SAFETY: `pfds` is a valid array of pollfd of the given length.
+            unsafe {
+                libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms);
+            }
+        }
+    }
+}
+
+fn poll_readable(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents != 0
+}
+
+/// Terminates `pid` and every descendant: the tree is collected before any
+/// signal is sent (a dying parent would hand its children to init), each
+/// gets SIGTERM, and whatever is alive after `grace` gets SIGKILL. Returns
+/// as soon as all are gone. A pid that does not exist is not an error:
+/// there is nothing left to stop.
+pub fn kill_tree(pid: u32, grace: Duration) -> Result<()> {
+    let pid = check_pid(pid)?;
+    let tree = collect_tree(pid);
+    if tree.is_empty() {
+        return Ok(());
+    }
+    let mut watch = Watch::new(&tree);
+    watch.signal_all(libc::SIGTERM);
+    let deadline = Instant::now().checked_add(grace);
+    let all_gone = match deadline {
+        Some(d) => watch.wait_blocking(d),
+        None => watch.wait_blocking(far_future()),
+    };
+    if !all_gone {
+        watch.signal_all(libc::SIGKILL);
+        // SIGKILL cannot be ignored; the bound only guards against a
+        // process stuck in uninterruptible sleep.
+        if !watch.wait_blocking(Instant::now() + Duration::from_secs(5)) {
+            return Err(Error::Timeout(format!(
+                "kill_tree({pid}): processes survived SIGKILL for 5 s"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// The name of the tag variable: unique per spawn in this boot.
+pub(crate) fn new_tag_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: getpid has no arguments.
+    let pid = unsafe { libc::getpid() };
+    let start = read_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+    format!("DEVRIG_SPAWN_{pid}_{start}_{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_command_names() {
+        let line = b"1234 (we (ird) na me) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10 0 0";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.pgrp, 1234);
+        assert_eq!(s.start_ticks, 98765);
+        assert!(parse_stat(b"garbage").is_none());
+        assert!(parse_stat(b"1 (x) S 1").is_none());
+    }
+
+    #[test]
+    fn own_stat_is_readable_and_alive() {
+        let me = std::process::id();
+        let s = read_stat(me as i32).unwrap();
+        assert!(!s.is_dead());
+        let start = proc_start_time_ms(me).unwrap().unwrap();
+        assert!(same_process(me, start));
+        assert!(same_process(me, 0));
+        assert!(!same_process(me, start - 10_000));
+    }
+
+    #[test]
+    fn pids_out_of_range_are_refused() {
+        assert!(check_pid(0).is_err());
+        assert!(check_pid(i32::MAX as u32 + 1).is_err());
+        assert!(check_pid(u32::MAX).is_err());
+        assert!(kill_tree(0, Duration::ZERO).is_err());
+        assert!(!same_process(0, 0));
+        assert!(proc_start_time_ms(0).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! The one internal tokio runtime shared by every handle, and the
+//! async-signal-safe wake-up path used by `cancel`.
+//!
+//! The runtime has a fixed number of worker threads whatever the number of
+//! handles. Its threads block every asynchronous signal (SIGPIPE included),
+//! so signals meant for the host are delivered to the host's threads and a
+//! write to a closed pipe never kills it. No tokio feature that installs a
+//! signal handler is enabled.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+/// Worker threads of the shared runtime.
+pub const WORKER_THREADS: usize = 4;
+
+/// A stop request that can be raised from anywhere, a signal handler
+/// included, and awaited by the run it belongs to.
+#[derive(Debug, Default)]
+pub(crate) struct CancelToken {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelToken {
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Async-signal-safe: one atomic store and one write(2).
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let rt = CURRENT.load(Ordering::Acquire);
+        if !rt.is_null() {
+            // SAFETY: runtimes are leaked, never freed, so a non-null pointer
+            // stays valid for the life of the process.
+            let rt = unsafe { &*rt };
+            // After fork() the eventfd is shared with the parent: leave it be.
+            // SAFETY: getpid is async-signal-safe and has no arguments.
+            if rt.pid == unsafe { libc::getpid() } as u32 {
+                rt.wake();
+            }
+        }
+    }
+
+    /// Resolves once a stop was requested.
+    pub async fn requested(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_requested() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub(crate) struct Runtime {
+    pub rt: tokio::runtime::Runtime,
+    pid: u32,
+    /// Written by `CancelToken::request`; the dispatcher task wakes the runs
+    /// whose token is set. An eventfd write is async-signal-safe, a
+    /// `Notify` is not.
+    wake_fd: OwnedFd,
+    runs: Mutex<HashMap<u64, Arc<CancelToken>>>,
+    next_id: AtomicU64,
+}
+
+static CURRENT: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The runtime of this process. After a `fork()` the child gets a fresh one:
+/// the parent's threads do not exist there, and the parent's runtime is
+/// left untouched (never dropped, so no epoll registration of the parent is
+/// removed from the child).
+pub(crate) fn get() -> &'static Runtime {
+    let me = std::process::id();
+    loop {
+        let cur = CURRENT.load(Ordering::Acquire);
+        if !cur.is_null() {
+            // SAFETY: see `CancelToken::request`: runtimes are never freed.
+            let r = unsafe { &*cur };
+            if r.pid == me {
+                return r;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Runtime::build()));
+        match CURRENT.compare_exchange(cur, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                // SAFETY: just published; never freed.
+                let r = unsafe { &*fresh };
+                r.start_dispatcher();
+                return r;
+            }
+            Err(_) => {
+                // Another thread won; ours never ran anything.
+                // SAFETY: `fresh` came from Box::into_raw and was not shared.
+                let lost = unsafe { Box::from_raw(fresh) };
+                lost.rt_shutdown();
+            }
+        }
+    }
+}
+
+/// Registers a descriptor with the runtime's reactor for readability.
+pub(crate) fn watch_readable(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd stays open, and its as_raw_fd() returns the same
+    // descriptor, for as long as it is owned, which is the AsyncFd's life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
+/// True on the runtime's own threads (where callbacks run).
+pub(crate) fn on_library_thread() -> bool {
+    LIBRARY_THREAD.with(|f| f.get())
+}
+
+thread_local! {
+    static LIBRARY_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn block_async_signals() {
+    // SAFETY: sigset manipulation on a local set, then pthread_sigmask on
+    // the calling (library) thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        // Synchronous faults must stay deliverable.
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+        ] {
+            libc::sigdelset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+impl Runtime {
+    fn build() -> Runtime {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .max_blocking_threads(1)
+            .thread_name("devrig")
+            .enable_io()
+            .enable_time()
+            .on_thread_start(|| {
+                block_async_signals();
+                LIBRARY_THREAD.with(|f| f.set(true));
+            })
+            .build()
+            .expect("libdevrig: cannot start its runtime");
+        // SAFETY: eventfd takes integers and returns a new descriptor.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "libdevrig: eventfd failed");
+        Runtime {
+            rt,
+            pid: std::process::id(),
+            // SAFETY: a fresh descriptor owned by nobody else.
+            wake_fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            runs: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn rt_shutdown(self) {
+        self.rt.shutdown_background();
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a local to our eventfd; write(2) is
+        // async-signal-safe. A full counter (EAGAIN) still leaves it readable.
+        unsafe {
+            libc::write(
+                self.wake_fd.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            );
+        }
+    }
+
+    fn start_dispatcher(&'static self) {
+        self.rt.spawn(async move {
+            let fd = match self.wake_fd.try_clone().and_then(watch_readable) {
+                Ok(fd) => fd,
+                Err(e) => panic!("libdevrig: cannot watch its wake-up eventfd: {e}"),
+            };
+            loop {
+                let Ok(mut guard) = fd.readable().await else {
+                    return;
+                };
+                let mut buf = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into a local buffer.
+                unsafe {
+                    libc::read(
+                        fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        8,
+                    );
+                }
+                guard.clear_ready();
+                let tokens: Vec<Arc<CancelToken>> = {
+                    let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+                    runs.values()
+                        .filter(|t| t.is_requested())
+                        .cloned()
+                        .collect()
+                };
+                for t in tokens {
+                    t.notify.notify_waiters();
+                    t.notify.notify_one();
+                }
+            }
+        });
+    }
+
+    /// Makes `token` reachable by the dispatcher for the duration of a run.
+    pub fn register(&self, token: Arc<CancelToken>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, token);
+        id
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}

@@ -1,0 +1,1237 @@
+//! The supervisor handle and the async driver that carries out the restart
+//! decisions of `policy` for one service.
+//!
+//! One run is one tokio task. It owns the callbacks, so they are never
+//! called concurrently for one handle and never under an internal lock; a
+//! slow callback delays only its own task, and through the pipe, its own
+//! child.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::time::sleep_until;
+
+use crate::error::{Error, Result};
+use crate::events::{now_ms, Event, EventKind, LogLine, Outcome, OutcomeKind, Stream};
+use crate::logs::{Batch, LineAssembler, DEFAULT_MAX_LINE_BYTES, IDLE_FLUSH};
+use crate::policy::{decide, Decision, ExitStatus, Jitter, RestartPolicy, RestartState, RunEnd};
+use crate::process::{self, Target, WaitStatus};
+use crate::runtime::{self, CancelToken};
+use crate::state::{self, Phase, Record, StateWriter};
+
+/// Receives finished log lines, in batches (all lines of one read, in
+/// order). The lines are only borrowed for the call.
+pub type LogHandler = Box<dyn FnMut(&[LogLine<'_>]) + Send>;
+/// Receives every state change.
+pub type EventHandler = Box<dyn FnMut(&Event) + Send>;
+
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_millis(5000);
+/// After the main process exits, how long to wait for its pipes to close
+/// before dealing with whatever still holds them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// Largest accepted `max_line_bytes`.
+pub const MAX_LINE_BYTES_LIMIT: usize = 1 << 30;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What to supervise and how.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub command: String,
+    pub working_dir: Option<PathBuf>,
+    /// Added to (or replacing in) the inherited environment.
+    pub env: Vec<(OsString, OsString)>,
+    pub policy: RestartPolicy,
+    pub state_dir: Option<PathBuf>,
+    pub stop_grace: Duration,
+    pub multiline: bool,
+    pub max_line_bytes: usize,
+}
+
+impl Config {
+    /// Checks the name (a safe file-name component) and the command
+    /// (non-empty, no NUL byte); everything else takes its default.
+    pub fn new(name: &str, command: &str) -> Result<Config> {
+        state::check_service_name(name)?;
+        if command.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "command {command:?} of service {name:?} is empty"
+            )));
+        }
+        if command.contains('\0') {
+            return Err(Error::invalid(format!(
+                "command {command:?} of service {name:?} contains a NUL byte"
+            )));
+        }
+        Ok(Config {
+            name: name.to_string(),
+            command: command.to_string(),
+            working_dir: None,
+            env: Vec::new(),
+            policy: RestartPolicy::default(),
+            state_dir: None,
+            stop_grace: DEFAULT_STOP_GRACE,
+            multiline: true,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        })
+    }
+}
+
+/// Refuses environment keys and values that cannot be passed to a child.
+pub fn check_env(key: &str, value: &str) -> Result<()> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(Error::invalid(format!(
+            "environment key {key:?} must be non-empty and contain no '=' or NUL"
+        )));
+    }
+    if value.contains('\0') {
+        return Err(Error::invalid(format!(
+            "environment value of {key:?} contains a NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a `max_line_bytes` outside `1..=MAX_LINE_BYTES_LIMIT`.
+pub fn check_max_line_bytes(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_LINE_BYTES_LIMIT {
+        return Err(Error::invalid(format!(
+            "max_line_bytes {n} is out of range (1..={MAX_LINE_BYTES_LIMIT})"
+        )));
+    }
+    Ok(())
+}
+
+enum Status {
+    /// Configurable; not started.
+    Idle,
+    /// Started, first spawn not attempted yet.
+    Starting,
+    Running,
+    Done(Result<()>),
+}
+
+struct Setup {
+    config: Config,
+    on_log: Option<LogHandler>,
+    on_event: Option<EventHandler>,
+}
+
+struct Inner {
+    name: String,
+    creator_pid: u32,
+    cancel: Arc<CancelToken>,
+    /// Taken by `start`; `None` afterwards.
+    setup: Mutex<Option<Setup>>,
+    status: Mutex<Status>,
+    changed: Condvar,
+    outcome: OnceLock<Outcome>,
+    /// Set when the owner is gone: callbacks are no longer called.
+    detached: AtomicBool,
+}
+
+/// Supervises one service, once. Dropping a running supervisor requests a
+/// stop and detaches the callbacks; the run finishes (and reaps) in the
+/// background. Call `cancel` and `wait` to stop it synchronously.
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Supervisor {
+    pub fn new(config: Config) -> Result<Supervisor> {
+        // Revalidate: the fields are public.
+        let checked = Config::new(&config.name, &config.command)?;
+        drop(checked);
+        config.policy.validate()?;
+        for (k, v) in &config.env {
+            check_env(&k.to_string_lossy(), &v.to_string_lossy())?;
+        }
+        check_max_line_bytes(config.max_line_bytes)?;
+        if let Some(dir) = &config.state_dir {
+            StateWriter::new(dir, &config.name)?;
+        }
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                name: config.name.clone(),
+                creator_pid: std::process::id(),
+                cancel: Arc::new(CancelToken::default()),
+                setup: Mutex::new(Some(Setup {
+                    config,
+                    on_log: None,
+                    on_event: None,
+                })),
+                status: Mutex::new(Status::Idle),
+                changed: Condvar::new(),
+                outcome: OnceLock::new(),
+                detached: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn check_not_forked(&self) -> Result<()> {
+        if std::process::id() != self.inner.creator_pid {
+            return Err(Error::state(format!(
+                "supervisor {:?} was created in process {} and cannot be used in forked child {}",
+                self.inner.name,
+                self.inner.creator_pid,
+                std::process::id()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the configuration if the run has not started.
+    pub fn configure<T>(&self, f: impl FnOnce(&mut Config) -> Result<T>) -> Result<T> {
+        self.check_not_forked()?;
+        let mut setup = lock(&self.inner.setup);
+        match setup.as_mut() {
+            Some(s) => f(&mut s.config),
+            None => Err(self.already_started()),
+        }
+    }
+
+    fn already_started(&self) -> Error {
+        Error::state(format!(
+            "supervisor {:?} has already been started; settings are fixed",
+            self.inner.name
+        ))
+    }
+
+    pub fn set_working_dir(&self, dir: impl Into<PathBuf>) -> Result<()> {
+        let dir = dir.into();
+        if dir.as_os_str().is_empty() {
+            return Err(Error::invalid("working directory \"\" is empty"));
+        }
+        self.configure(|c| {
+            c.working_dir = Some(dir);
+            Ok(())
+        })
+    }
+
+    pub fn set_env(&self, key: &str, value: &str) -> Result<()> {
+        check_env(key, value)?;
+        self.configure(|c| {
+            let (k, v) = (OsString::from(key), OsString::from(value));
+            match c.env.iter_mut().find(|(ek, _)| *ek == k) {
+                Some(slot) => slot.1 = v,
+                None => c.env.push((k, v)),
+            }
+            Ok(())
+        })
+    }
+
+    pub fn set_policy(&self, policy: RestartPolicy) -> Result<()> {
+        policy.validate()?;
+        self.configure(|c| {
+            c.policy = policy;
+            Ok(())
+        })
+    }
+
+    /// Sets the state directory, creating it (and its `services/`) now so
+    /// that an unusable directory is reported here rather than mid-run.
+    pub fn set_state_dir(&self, dir: impl Into<PathBuf>) -> Result<()> {
+        let dir = dir.into();
+        if dir.as_os_str().is_empty() {
+            return Err(Error::invalid("state directory \"\" is empty"));
+        }
+        self.configure(|c| {
+            StateWriter::new(&dir, &c.name)?;
+            c.state_dir = Some(dir);
+            Ok(())
+        })
+    }
+
+    pub fn set_stop_grace(&self, grace: Duration) -> Result<()> {
+        self.configure(|c| {
+            c.stop_grace = grace;
+            Ok(())
+        })
+    }
+
+    pub fn set_multiline(&self, on: bool) -> Result<()> {
+        self.configure(|c| {
+            c.multiline = on;
+            Ok(())
+        })
+    }
+
+    pub fn set_max_line_bytes(&self, n: usize) -> Result<()> {
+        check_max_line_bytes(n)?;
+        self.configure(|c| {
+            c.max_line_bytes = n;
+            Ok(())
+        })
+    }
+
+    pub fn on_log(&self, handler: Option<LogHandler>) -> Result<()> {
+        self.check_not_forked()?;
+        match lock(&self.inner.setup).as_mut() {
+            Some(s) => {
+                s.on_log = handler;
+                Ok(())
+            }
+            None => Err(self.already_started()),
+        }
+    }
+
+    pub fn on_event(&self, handler: Option<EventHandler>) -> Result<()> {
+        self.check_not_forked()?;
+        match lock(&self.inner.setup).as_mut() {
+            Some(s) => {
+                s.on_event = handler;
+                Ok(())
+            }
+            None => Err(self.already_started()),
+        }
+    }
+
+    /// Starts the run in the background. Returns once the first spawn has
+    /// been attempted: `Err(Error::Spawn)` if it failed. A second call is
+    /// `Error::State`.
+    pub fn start(&self) -> Result<()> {
+        self.check_not_forked()?;
+        let setup = lock(&self.inner.setup).take().ok_or_else(|| {
+            Error::state(format!(
+                "supervisor {:?} has already been started (a handle runs once)",
+                self.inner.name
+            ))
+        })?;
+        *lock(&self.inner.status) = Status::Starting;
+        let rt = runtime::get();
+        let inner = self.inner.clone();
+        let reg = rt.register(inner.cancel.clone());
+        let run = Run::new(setup, inner.clone());
+        rt.rt.spawn(async move {
+            let (result, outcome) = run.run().await;
+            runtime::get().unregister(reg);
+            let _ = inner.outcome.set(outcome);
+            *lock(&inner.status) = Status::Done(result);
+            inner.changed.notify_all();
+        });
+        if runtime::on_library_thread() {
+            // Blocking a worker on another task could starve the runtime;
+            // a spawn failure is then reported by wait() and the outcome.
+            return Ok(());
+        }
+        let mut st = lock(&self.inner.status);
+        while matches!(*st, Status::Starting) {
+            st = self
+                .inner
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        match &*st {
+            Status::Done(Err(e @ Error::Spawn(_))) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for the run to end: `Ok` or the run's error (`Error::Spawn` if
+    /// the first spawn failed); `Error::Timeout` if `timeout` passed first.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+        self.check_not_forked()?;
+        if runtime::on_library_thread() {
+            return Err(Error::state(format!(
+                "wait on supervisor {:?} from a library thread (inside a callback) would deadlock",
+                self.inner.name
+            )));
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut st = lock(&self.inner.status);
+        loop {
+            match &*st {
+                Status::Idle => {
+                    return Err(Error::state(format!(
+                        "supervisor {:?} has not been started",
+                        self.inner.name
+                    )))
+                }
+                Status::Done(r) => return r.clone(),
+                Status::Starting | Status::Running => {}
+            }
+            st = match deadline {
+                None => self
+                    .inner
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::Timeout(format!(
+                            "supervisor {:?} still running after {} ms",
+                            self.inner.name,
+                            timeout.unwrap_or_default().as_millis()
+                        )));
+                    }
+                    self.inner
+                        .changed
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Runs until the run ends; see `start` and `wait`.
+    pub fn run(&self) -> Result<()> {
+        if runtime::on_library_thread() {
+            return Err(Error::state(format!(
+                "run of supervisor {:?} from a library thread (inside a callback) would deadlock",
+                self.inner.name
+            )));
+        }
+        self.start()?;
+        self.wait(None)
+    }
+
+    /// Requests a stop. Thread-safe, idempotent, allowed before, during and
+    /// after the run, and async-signal-safe (an atomic store and a write).
+    pub fn cancel(&self) -> Result<()> {
+        // SAFETY: getpid is async-signal-safe and has no arguments.
+        if unsafe { libc::getpid() } as u32 != self.inner.creator_pid {
+            return Err(Error::State(String::new()));
+        }
+        self.inner.cancel.request();
+        Ok(())
+    }
+
+    /// True once the run has ended (a never-started handle is not done).
+    pub fn is_done(&self) -> bool {
+        matches!(*lock(&self.inner.status), Status::Done(_))
+    }
+
+    pub fn is_started(&self) -> bool {
+        !matches!(*lock(&self.inner.status), Status::Idle)
+    }
+
+    /// The outcome; kind `None` until the run has ended.
+    pub fn outcome(&self) -> Outcome {
+        self.inner.outcome.get().cloned().unwrap_or_default()
+    }
+
+    /// The outcome's message, borrowed for as long as the handle lives.
+    pub fn outcome_message(&self) -> Option<&str> {
+        self.inner.outcome.get().map(|o| o.message.as_str())
+    }
+
+    /// Stops calling this handle's callbacks from now on (a callback that is
+    /// running finishes). Used when the owner of the callbacks goes away.
+    pub fn detach_callbacks(&self) {
+        self.inner.detached.store(true, Ordering::SeqCst);
+    }
+
+    /// True when called in a process other than the one that created the
+    /// handle (after fork).
+    pub fn is_forked_copy(&self) -> bool {
+        std::process::id() != self.inner.creator_pid
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.is_forked_copy() {
+            return;
+        }
+        self.detach_callbacks();
+        if self.is_started() && !self.is_done() {
+            self.inner.cancel.request();
+        }
+    }
+}
+
+/// The state of one run, owned by its task.
+struct Run {
+    cfg: Config,
+    on_log: Option<LogHandler>,
+    on_event: Option<EventHandler>,
+    inner: Arc<Inner>,
+    state: Option<StateWriter>,
+    restart: RestartState,
+    restarts_performed: u32,
+    jitter: Jitter,
+    epoch: Instant,
+    last: Option<ExitStatus>,
+    buf: Vec<u8>,
+    batch: Batch,
+    callback_panic: Option<String>,
+    state_error_reported: bool,
+    record: Record,
+}
+
+/// The child being supervised and its pipes.
+struct ChildIo {
+    pid: i32,
+    start_ticks: u64,
+    tag: String,
+    pidfd: AsyncFd<OwnedFd>,
+    exit: Option<WaitStatus>,
+    streams: [StreamIo; 2],
+}
+
+struct StreamIo {
+    fd: AsyncFd<OwnedFd>,
+    stream: Stream,
+    eof: bool,
+    asm: LineAssembler,
+    last_data: Instant,
+}
+
+impl ChildIo {
+    fn both_eof(&self) -> bool {
+        self.streams.iter().all(|s| s.eof)
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.streams
+            .iter()
+            .filter(|s| !s.eof && s.asm.holds_data())
+            .map(|s| s.last_data + IDLE_FLUSH)
+            .min()
+    }
+}
+
+enum Wake {
+    Data(usize),
+    Idle,
+    Cancel,
+    Exited,
+    RunningDue,
+    Deadline,
+}
+
+struct ChildEnd {
+    status: ExitStatus,
+    runtime_ms: u64,
+    cancelled: bool,
+}
+
+fn far() -> tokio::time::Instant {
+    tokio::time::Instant::from_std(process::far_future())
+}
+
+fn tokio_instant(t: Option<Instant>) -> tokio::time::Instant {
+    t.map(tokio::time::Instant::from_std).unwrap_or_else(far)
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis().min(u64::MAX as u128) as u64
+}
+
+impl Run {
+    fn new(setup: Setup, inner: Arc<Inner>) -> Run {
+        let seed = (now_ms() as u64)
+            ^ ((std::process::id() as u64) << 32)
+            ^ (Arc::as_ptr(&inner) as usize as u64);
+        let state = setup
+            .config
+            .state_dir
+            .as_ref()
+            .and_then(|d| StateWriter::new(d, &setup.config.name).ok());
+        let record = Record {
+            service: setup.config.name.clone(),
+            boot_id: process::boot_id().to_string(),
+            host_pid: std::process::id(),
+            ..Record::default()
+        };
+        Run {
+            batch: Batch::new(),
+            buf: Vec::new(),
+            cfg: setup.config,
+            on_log: setup.on_log,
+            on_event: setup.on_event,
+            inner,
+            state,
+            restart: RestartState::new(),
+            restarts_performed: 0,
+            jitter: Jitter::new(seed),
+            epoch: Instant::now(),
+            last: None,
+            callback_panic: None,
+            state_error_reported: false,
+            record,
+        }
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.inner.cancel.is_requested()
+    }
+
+    fn set_status_running(&self) {
+        let mut st = lock(&self.inner.status);
+        if matches!(*st, Status::Starting) {
+            *st = Status::Running;
+            self.inner.changed.notify_all();
+        }
+    }
+
+    fn event(&self, kind: EventKind) -> Event {
+        let last = self.last.unwrap_or(ExitStatus::Code(0));
+        Event {
+            kind,
+            service: self.cfg.name.clone(),
+            pid: 0,
+            exit_code: if self.last.is_some() { last.code() } else { 0 },
+            signal: last.signal(),
+            restart_count: self.restarts_performed,
+            delay_ms: 0,
+            runtime_ms: 0,
+            message: String::new(),
+            timestamp_ms: now_ms(),
+        }
+    }
+
+    fn emit(&mut self, ev: Event) {
+        if self.inner.detached.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(h) = self.on_event.as_mut() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| h(&ev))) {
+                self.callback_panicked("event", p);
+            }
+        }
+    }
+
+    fn callback_panicked(&mut self, which: &str, p: Box<dyn std::any::Any + Send>) {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        if self.callback_panic.is_none() {
+            self.callback_panic = Some(format!("{which} callback panicked: {msg}"));
+        }
+        self.inner.cancel.request();
+    }
+
+    fn write_state(&mut self, phase: Phase) {
+        let Some(w) = &self.state else { return };
+        self.record.phase = phase.as_str().to_string();
+        self.record.updated_ms = now_ms();
+        if let Some(l) = self.last {
+            self.record.last_exit_code = l.code();
+            self.record.last_signal = l.signal();
+        }
+        match w.write(&self.record) {
+            Ok(()) => self.state_error_reported = false,
+            Err(e) if !self.state_error_reported => {
+                self.state_error_reported = true;
+                let mut ev = self.event(EventKind::Warning);
+                ev.pid = self.record.pid;
+                ev.message = format!("state record not written: {e}");
+                self.emit(ev);
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn run(mut self) -> (Result<()>, Outcome) {
+        let mut first = true;
+        let mut last_spawn_error: Option<String>;
+        loop {
+            if self.cancel_requested() {
+                self.set_status_running();
+                self.emit(self.event(EventKind::Stopping));
+                return self.finish_cancelled();
+            }
+            let tag = process::new_tag_name();
+            let spawned_at = Instant::now();
+            let spawned = process::spawn(&process::SpawnSpec {
+                command: &self.cfg.command,
+                working_dir: self.cfg.working_dir.as_deref(),
+                env: &self.cfg.env,
+                tag: &format!("{tag}=1"),
+            });
+            let end = match spawned {
+                Err(e) => {
+                    let msg = self.spawn_error(&e);
+                    let mut ev = self.event(EventKind::SpawnFailed);
+                    ev.message = msg.clone();
+                    self.emit(ev);
+                    if first {
+                        let mut ev = self.event(EventKind::Failed);
+                        ev.message = msg.clone();
+                        self.emit(ev);
+                        self.write_state(Phase::Failed);
+                        let outcome = self.outcome(OutcomeKind::Failed, msg.clone());
+                        return (Err(Error::Spawn(msg)), outcome);
+                    }
+                    last_spawn_error = Some(msg);
+                    RunEnd {
+                        status: ExitStatus::SpawnFailed,
+                        runtime_ms: 0,
+                        now_ms: ms_since(self.epoch),
+                    }
+                }
+                Ok(child) => {
+                    first = false;
+                    last_spawn_error = None;
+                    self.set_status_running();
+                    let end = self.supervise(child, tag, spawned_at).await;
+                    if end.cancelled {
+                        return self.finish_cancelled();
+                    }
+                    RunEnd {
+                        status: end.status,
+                        runtime_ms: end.runtime_ms,
+                        now_ms: ms_since(self.epoch),
+                    }
+                }
+            };
+            if self.cancel_requested() {
+                self.emit(self.event(EventKind::Stopping));
+                return self.finish_cancelled();
+            }
+            let jitter = &mut self.jitter;
+            let decision = decide(&self.cfg.policy, &mut self.restart, end, |lo, hi| {
+                jitter.between(lo, hi)
+            });
+            match decision {
+                Decision::Complete => {
+                    let msg = match self.last {
+                        Some(ExitStatus::Signal(s)) => format!("completed: killed by signal {s}"),
+                        Some(st) => format!("completed: exited with code {}", st.code()),
+                        None => "completed".to_string(),
+                    };
+                    let mut ev = self.event(EventKind::Stopped);
+                    ev.message = msg.clone();
+                    self.emit(ev);
+                    self.record.pid = 0;
+                    self.write_state(Phase::Stopped);
+                    return (Ok(()), self.outcome(OutcomeKind::Completed, msg));
+                }
+                Decision::GiveUp(why) => {
+                    let mut msg = why.to_string();
+                    if let Some(e) = &last_spawn_error {
+                        msg = format!("{msg}; last spawn error: {e}");
+                    }
+                    let mut ev = self.event(EventKind::Failed);
+                    ev.message = msg.clone();
+                    self.emit(ev);
+                    self.record.pid = 0;
+                    self.write_state(Phase::Failed);
+                    return (Ok(()), self.outcome(OutcomeKind::Failed, msg));
+                }
+                Decision::Restart { delay_ms, .. } => {
+                    let mut ev = self.event(EventKind::Backoff);
+                    ev.delay_ms = delay_ms;
+                    ev.restart_count = self.restarts_performed.saturating_add(1);
+                    ev.message = format!("restarting in {delay_ms} ms");
+                    self.emit(ev);
+                    self.write_state(Phase::Backoff);
+                    let until = Instant::now().checked_add(Duration::from_millis(delay_ms));
+                    let cancel = self.inner.cancel.clone();
+                    tokio::select! {
+                        _ = sleep_until(tokio_instant(until)) => {}
+                        _ = cancel.requested() => {
+                            self.emit(self.event(EventKind::Stopping));
+                            return self.finish_cancelled();
+                        }
+                    }
+                    self.restart.note_restart();
+                    self.restarts_performed = self.restarts_performed.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn spawn_error(&self, e: &std::io::Error) -> String {
+        let name = &self.cfg.name;
+        if let Some(dir) = &self.cfg.working_dir {
+            if !dir.is_dir() {
+                return format!(
+                    "cannot spawn service {name:?}: working directory {dir:?} is not an accessible directory ({e})"
+                );
+            }
+        }
+        format!(
+            "cannot spawn service {name:?} (/bin/sh -c {:?}): {e}",
+            self.cfg.command
+        )
+    }
+
+    fn outcome(&self, kind: OutcomeKind, message: String) -> Outcome {
+        let last = self.last;
+        Outcome {
+            kind,
+            last_exit_code: last.map(|l| l.code()).unwrap_or(0),
+            last_signal: last.map(|l| l.signal()).unwrap_or(0),
+            restarts: self.restarts_performed,
+            message,
+        }
+    }
+
+    fn finish_cancelled(&mut self) -> (Result<()>, Outcome) {
+        let msg = match &self.callback_panic {
+            Some(p) => format!("stopped: {p}"),
+            None => "stopped on request".to_string(),
+        };
+        let mut ev = self.event(EventKind::Stopped);
+        ev.message = msg.clone();
+        self.emit(ev);
+        self.record.pid = 0;
+        self.write_state(Phase::Stopped);
+        (Ok(()), self.outcome(OutcomeKind::Cancelled, msg))
+    }
+
+    /// Watches one child from spawn to reaped, leaving nothing behind.
+    async fn supervise(
+        &mut self,
+        child: process::Child,
+        tag: String,
+        spawned_at: Instant,
+    ) -> ChildEnd {
+        let pid = child.pid;
+        let mut io = match Self::child_io(child, tag, &self.cfg) {
+            Ok(io) => io,
+            Err((e, pid, pidfd)) => {
+                // Cannot watch it (descriptor limits): do not leave it behind.
+                process::kill_group(pid, libc::SIGKILL);
+                // Rare (descriptor exhaustion): a short blocking wait is fine.
+                let mut p = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, 5000) };
+                let _ = process::reap(&pidfd, pid);
+                let mut ev = self.event(EventKind::Warning);
+                ev.message = format!("cannot watch child {pid}: {e}");
+                self.emit(ev);
+                return ChildEnd {
+                    status: ExitStatus::SpawnFailed,
+                    runtime_ms: 0,
+                    cancelled: false,
+                };
+            }
+        };
+        self.record.pid = pid as u32;
+        self.record.start_ticks = io.start_ticks;
+        self.record.start_ms = process::ticks_to_ms(io.start_ticks).unwrap_or(0);
+        self.record.tag = io.tag.clone();
+        let mut ev = self.event(EventKind::Started);
+        ev.pid = pid as u32;
+        self.emit(ev);
+        self.write_state(Phase::Starting);
+
+        let grace = Duration::from_millis(self.cfg.policy.startup_grace_ms);
+        let mut running_at = spawned_at.checked_add(grace);
+        if grace.is_zero() {
+            running_at = None;
+            self.emit_running(pid);
+        }
+
+        // Phase 1: the child lives until it exits or a stop is requested.
+        let mut cancelled = false;
+        while io.exit.is_none() {
+            match Self::next_wake(&self.inner.cancel, &io, true, running_at, None).await {
+                Wake::Data(i) => self.read(&mut io, i).await,
+                Wake::Idle => self.flush_idle(&mut io),
+                Wake::RunningDue => {
+                    running_at = None;
+                    self.emit_running(pid);
+                }
+                Wake::Exited => self.peek_exit(&mut io),
+                Wake::Cancel => {
+                    cancelled = true;
+                    break;
+                }
+                Wake::Deadline => {}
+            }
+        }
+        let mut exited_at = Instant::now();
+
+        if cancelled {
+            self.emit_stopping(pid);
+            let leftovers = self.leftovers(&io);
+            process::kill_group(pid, libc::SIGTERM);
+            for t in &leftovers {
+                if process::read_stat(t.pid).map(|s| s.pgrp) != Some(pid) {
+                    t.signal(libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now().checked_add(self.cfg.stop_grace);
+            let mut targets = leftovers;
+            if !self
+                .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
+                .await
+            {
+                process::kill_group(pid, libc::SIGKILL);
+                for t in &targets {
+                    t.signal(libc::SIGKILL);
+                }
+            }
+            // SIGKILL cannot be ignored: wait for the main process for good.
+            self.wait_gone(&mut io, &mut Vec::new(), None, &mut cancelled)
+                .await;
+            exited_at = Instant::now();
+        } else {
+            // The main process exited on its own: give its pipes a moment.
+            let drain_until = Instant::now() + DRAIN_TIMEOUT;
+            while !io.both_eof() {
+                match Self::next_wake(&self.inner.cancel, &io, !cancelled, None, Some(drain_until))
+                    .await
+                {
+                    Wake::Data(i) => self.read(&mut io, i).await,
+                    Wake::Idle => self.flush_idle(&mut io),
+                    Wake::Cancel => {
+                        cancelled = true;
+                        self.emit_stopping(pid);
+                    }
+                    Wake::Deadline => break,
+                    Wake::Exited | Wake::RunningDue => {}
+                }
+            }
+            let mut targets = self.leftovers(&io);
+            if !targets.is_empty() {
+                process::kill_group(pid, libc::SIGTERM);
+                for t in &targets {
+                    t.signal(libc::SIGTERM);
+                }
+                let deadline = Instant::now().checked_add(self.cfg.stop_grace);
+                if !self
+                    .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
+                    .await
+                {
+                    process::kill_group(pid, libc::SIGKILL);
+                    for t in &targets {
+                        t.signal(libc::SIGKILL);
+                    }
+                }
+            }
+        }
+
+        // Whatever appeared meanwhile (forked during the grace) gets SIGKILL.
+        for _ in 0..16 {
+            let mut targets = self.leftovers(&io);
+            if targets.is_empty() {
+                break;
+            }
+            process::kill_group(pid, libc::SIGKILL);
+            for t in &targets {
+                t.signal(libc::SIGKILL);
+            }
+            let until = Instant::now() + Duration::from_secs(5);
+            self.wait_gone(&mut io, &mut targets, Some(until), &mut cancelled)
+                .await;
+        }
+
+        // Everything is gone: the pipes close unless a stranger holds them.
+        let drain_until = Instant::now() + DRAIN_TIMEOUT;
+        while !io.both_eof() {
+            match Self::next_wake(&self.inner.cancel, &io, false, None, Some(drain_until)).await {
+                Wake::Data(i) => self.read(&mut io, i).await,
+                Wake::Idle => self.flush_idle(&mut io),
+                Wake::Deadline => break,
+                _ => {}
+            }
+        }
+        for i in 0..2 {
+            self.flush_stream(&mut io, i);
+        }
+        self.deliver();
+
+        let status = match process::reap(io.pidfd.get_ref(), pid) {
+            Ok(Some(ws)) => ws,
+            _ => io.exit.unwrap_or(WaitStatus::Signaled(0)),
+        };
+        let status = match status {
+            WaitStatus::Exited(c) => ExitStatus::Code(c),
+            WaitStatus::Signaled(s) => ExitStatus::Signal(s),
+        };
+        self.last = Some(status);
+        let runtime_ms = exited_at.saturating_duration_since(spawned_at).as_millis() as u64;
+        let mut ev = self.event(EventKind::Exited);
+        ev.pid = pid as u32;
+        ev.runtime_ms = runtime_ms;
+        ev.message = match status {
+            ExitStatus::Signal(s) => format!("killed by signal {s}"),
+            st => format!("exited with code {}", st.code()),
+        };
+        self.emit(ev);
+        self.write_state(Phase::Exited);
+        ChildEnd {
+            status,
+            runtime_ms,
+            cancelled: cancelled || self.cancel_requested(),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn child_io(
+        child: process::Child,
+        tag: String,
+        cfg: &Config,
+    ) -> std::result::Result<ChildIo, (std::io::Error, i32, OwnedFd)> {
+        let process::Child {
+            pid,
+            pidfd,
+            stdout,
+            stderr,
+            start_ticks,
+        } = child;
+        let now = Instant::now();
+        let out = match runtime::watch_readable(stdout) {
+            Ok(fd) => fd,
+            Err(e) => return Err((e, pid, pidfd)),
+        };
+        let err = match runtime::watch_readable(stderr) {
+            Ok(fd) => fd,
+            Err(e) => return Err((e, pid, pidfd)),
+        };
+        let pidfd_dup = match pidfd.try_clone() {
+            Ok(d) => d,
+            Err(e) => return Err((e, pid, pidfd)),
+        };
+        let pidfd_async = match runtime::watch_readable(pidfd_dup) {
+            Ok(fd) => fd,
+            Err(e) => return Err((e, pid, pidfd)),
+        };
+        drop(pidfd);
+        let mk = |fd, stream| StreamIo {
+            fd,
+            stream,
+            eof: false,
+            asm: LineAssembler::new(cfg.multiline, cfg.max_line_bytes),
+            last_data: now,
+        };
+        Ok(ChildIo {
+            pid,
+            start_ticks,
+            tag,
+            pidfd: pidfd_async,
+            exit: None,
+            streams: [mk(out, Stream::Stdout), mk(err, Stream::Stderr)],
+        })
+    }
+
+    fn emit_running(&mut self, pid: i32) {
+        let mut ev = self.event(EventKind::Running);
+        ev.pid = pid as u32;
+        self.emit(ev);
+        self.write_state(Phase::Running);
+    }
+
+    fn emit_stopping(&mut self, pid: i32) {
+        let mut ev = self.event(EventKind::Stopping);
+        ev.pid = pid as u32;
+        ev.message = format!(
+            "stopping: SIGTERM, SIGKILL after {} ms",
+            self.cfg.stop_grace.as_millis()
+        );
+        self.emit(ev);
+        self.write_state(Phase::Stopping);
+    }
+
+    /// What the child left behind, besides the main process.
+    fn leftovers(&self, io: &ChildIo) -> Vec<Target> {
+        let mut v = process::find_leftovers(io.pid, io.tag.as_bytes(), io.start_ticks);
+        v.retain(|t| t.pid != io.pid);
+        v
+    }
+
+    fn peek_exit(&mut self, io: &mut ChildIo) {
+        match process::peek_exit(io.pidfd.get_ref(), io.pid) {
+            Ok(Some(st)) => io.exit = Some(st),
+            Ok(None) => {}
+            // Someone else reaped our child (a host calling waitpid(-1)):
+            // the status is lost, but the child is gone.
+            Err(_) => io.exit = Some(WaitStatus::Signaled(0)),
+        }
+    }
+
+    /// Waits until the main process has exited and every target is gone,
+    /// or `deadline` passes (returns false). Keeps reading the pipes.
+    async fn wait_gone(
+        &mut self,
+        io: &mut ChildIo,
+        targets: &mut Vec<Target>,
+        deadline: Option<Instant>,
+        cancelled: &mut bool,
+    ) -> bool {
+        let mut step = Duration::from_millis(1);
+        loop {
+            targets.retain(|t| !t.is_gone());
+            if io.exit.is_none() {
+                self.peek_exit(io);
+            }
+            if io.exit.is_some() && targets.is_empty() {
+                return true;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            // Only the main process has a pidfd; others are polled, with a
+            // short period that grows to 20 ms.
+            let tick = if targets.is_empty() {
+                deadline
+            } else {
+                let t = now + step;
+                step = (step * 2).min(Duration::from_millis(20));
+                Some(deadline.map_or(t, |d| d.min(t)))
+            };
+            match Self::next_wake(&self.inner.cancel, io, !*cancelled, None, tick).await {
+                Wake::Data(i) => self.read(io, i).await,
+                Wake::Idle => self.flush_idle(io),
+                Wake::Exited => self.peek_exit(io),
+                Wake::Cancel => {
+                    // A stop request while cleaning up after a natural exit.
+                    *cancelled = true;
+                    self.emit_stopping(io.pid);
+                }
+                Wake::Deadline | Wake::RunningDue => {}
+            }
+        }
+    }
+
+    async fn next_wake(
+        cancel: &CancelToken,
+        io: &ChildIo,
+        watch_cancel: bool,
+        running_at: Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> Wake {
+        let idle_at = io.idle_deadline();
+        let [s0, s1] = &io.streams;
+        tokio::select! {
+            r = s0.fd.readable(), if !s0.eof => { drop(r); Wake::Data(0) }
+            r = s1.fd.readable(), if !s1.eof => { drop(r); Wake::Data(1) }
+            r = io.pidfd.readable(), if io.exit.is_none() => { drop(r); Wake::Exited }
+            _ = cancel.requested(), if watch_cancel => Wake::Cancel,
+            _ = sleep_until(tokio_instant(running_at)), if running_at.is_some() => Wake::RunningDue,
+            _ = sleep_until(tokio_instant(idle_at)), if idle_at.is_some() => Wake::Idle,
+            _ = sleep_until(tokio_instant(deadline)), if deadline.is_some() => Wake::Deadline,
+        }
+    }
+
+    /// Reads one chunk from stream `i`, splits it and delivers the lines.
+    async fn read(&mut self, io: &mut ChildIo, i: usize) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_CHUNK];
+        }
+        let s = &mut io.streams[i];
+        let Ok(mut guard) = s.fd.readable().await else {
+            s.eof = true;
+            return;
+        };
+        let buf = &mut self.buf;
+        let res = guard.try_io(|fd| {
+            // SAFETY: reads into our own buffer of `buf.len()` bytes.
+            let n = unsafe {
+                libc::read(
+                    fd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        drop(guard);
+        match res {
+            Err(_would_block) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                s.eof = true;
+                self.flush_stream(io, i);
+                self.deliver();
+            }
+            Ok(Ok(n)) => {
+                s.last_data = Instant::now();
+                let ts = now_ms();
+                let (stream, pid) = (s.stream, io.pid as u32);
+                let batch = &mut self.batch;
+                s.asm.push(&self.buf[..n], &mut |text| {
+                    batch.push(text, stream, pid, ts)
+                });
+                self.deliver();
+            }
+        }
+    }
+
+    fn flush_stream(&mut self, io: &mut ChildIo, i: usize) {
+        let s = &mut io.streams[i];
+        let ts = now_ms();
+        let (stream, pid) = (s.stream, io.pid as u32);
+        let batch = &mut self.batch;
+        s.asm.flush(&mut |text| batch.push(text, stream, pid, ts));
+    }
+
+    fn flush_idle(&mut self, io: &mut ChildIo) {
+        let now = Instant::now();
+        for i in 0..2 {
+            let s = &io.streams[i];
+            if s.asm.holds_data() && now >= s.last_data + IDLE_FLUSH {
+                self.flush_stream(io, i);
+            }
+        }
+        self.deliver();
+    }
+
+    /// Hands the batch to the log callback.
+    fn deliver(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if self.inner.detached.load(Ordering::SeqCst) {
+            self.batch.clear();
+            return;
+        }
+        if let Some(h) = self.on_log.as_mut() {
+            let name = self.cfg.name.as_str();
+            let batch = &self.batch;
+            let lines: Vec<LogLine<'_>> = batch
+                .entries()
+                .iter()
+                .map(|e| {
+                    LogLine::new(
+                        name,
+                        batch.text_with_nul(e),
+                        e.stream,
+                        e.level,
+                        e.pid,
+                        e.timestamp_ms,
+                    )
+                })
+                .collect();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| h(&lines))) {
+                drop(lines);
+                self.batch.clear();
+                self.callback_panicked("log", p);
+                return;
+            }
+        }
+        self.batch.clear();
+    }
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}

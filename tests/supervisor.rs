@@ -1,0 +1,120 @@
+//! End-to-end tests of the Rust API: real children, real signals.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use devrig::{Config, Event, EventKind, OutcomeKind, RestartMode, RestartPolicy, Supervisor};
+
+#[derive(Default)]
+struct Seen {
+    events: Vec<Event>,
+    lines: Vec<(devrig::Stream, String, u32)>,
+}
+
+fn sup(name: &str, cmd: &str, policy: RestartPolicy) -> (Supervisor, Arc<Mutex<Seen>>) {
+    let mut cfg = Config::new(name, cmd).unwrap();
+    cfg.policy = policy;
+    cfg.stop_grace = Duration::from_millis(2000);
+    let s = Supervisor::new(cfg).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s1 = seen.clone();
+    s.on_event(Some(Box::new(move |e: &Event| {
+        s1.lock().unwrap().events.push(e.clone())
+    })))
+    .unwrap();
+    let s2 = seen.clone();
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        let mut g = s2.lock().unwrap();
+        for l in lines {
+            g.lines.push((
+                l.stream,
+                String::from_utf8_lossy(l.text()).into_owned(),
+                l.pid,
+            ));
+        }
+    })))
+    .unwrap();
+    (s, seen)
+}
+
+fn kinds(seen: &Arc<Mutex<Seen>>) -> Vec<EventKind> {
+    seen.lock().unwrap().events.iter().map(|e| e.kind).collect()
+}
+
+fn fast(mode: RestartMode) -> RestartPolicy {
+    RestartPolicy {
+        mode,
+        startup_grace_ms: 0,
+        initial_delay_ms: 10,
+        max_delay_ms: 20,
+        crash_loop_limit: 0,
+        ..RestartPolicy::default()
+    }
+}
+
+#[test]
+fn completes_with_logs_before_exited() {
+    use EventKind::*;
+    let (s, seen) = sup(
+        "ok",
+        "echo hello; echo oops >&2; exit 0",
+        fast(RestartMode::OnFailure),
+    );
+    s.run().unwrap();
+    assert_eq!(kinds(&seen), [Started, Running, Exited, Stopped]);
+    let g = seen.lock().unwrap();
+    let mut texts: Vec<_> = g.lines.iter().map(|l| l.1.clone()).collect();
+    texts.sort();
+    assert_eq!(texts, ["hello", "oops"]);
+    assert_eq!(s.outcome().kind, OutcomeKind::Completed);
+}
+
+#[test]
+fn restart_budget_exhausted() {
+    use EventKind::*;
+    let p = RestartPolicy {
+        max_restarts: 2,
+        ..fast(RestartMode::OnFailure)
+    };
+    let (s, seen) = sup("fail", "exit 3", p);
+    s.run().unwrap();
+    assert_eq!(
+        kinds(&seen),
+        [
+            Started, Running, Exited, Backoff, Started, Running, Exited, Backoff, Started, Running,
+            Exited, Failed
+        ]
+    );
+    let o = s.outcome();
+    assert_eq!(o.kind, OutcomeKind::Failed);
+    assert_eq!(o.restarts, 2);
+    assert_eq!(o.last_exit_code, 3);
+    assert!(o.message.contains("restart budget"), "{}", o.message);
+}
+
+#[test]
+fn cancel_stops_quickly() {
+    use EventKind::*;
+    let (s, seen) = sup("sleepy", "sleep 30", fast(RestartMode::Always));
+    s.start().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    s.cancel().unwrap();
+    s.wait(None).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(kinds(&seen), [Started, Running, Stopping, Exited, Stopped]);
+    assert_eq!(s.outcome().kind, OutcomeKind::Cancelled);
+}
+
+#[test]
+fn first_spawn_failure_is_an_error() {
+    let (s, seen) = sup("nodir", "true", fast(RestartMode::Always));
+    s.set_working_dir("/nonexistent/dir").unwrap();
+    let err = s.run().unwrap_err();
+    assert!(matches!(err, devrig::Error::Spawn(_)), "{err:?}");
+    assert_eq!(kinds(&seen), [EventKind::SpawnFailed, EventKind::Failed]);
+}
