@@ -11,6 +11,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=DEVRIG_HEADER_OUT");
+    // C users link against libdevrig.so.0; the soname changes only with the ABI.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdevrig.so.0");
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let version = env::var("CARGO_PKG_VERSION").unwrap();
     let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();

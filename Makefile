@@ -1,0 +1,93 @@
+# libdevrig: build, test, demo, install.
+#
+#   make demo      build and run the C demo (a flaky service, supervised)
+#   make test      every test of every language (what CI runs)
+#   make bench     benchmarks against baselines (writes BENCHMARKS.md)
+#   make install PREFIX=/usr/local
+
+CARGO   ?= cargo
+CC      ?= cc
+PREFIX  ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+
+ROOT    := $(CURDIR)
+LIBDIR  := $(ROOT)/target/release
+BUILD   := $(ROOT)/build
+PCDIR   := $(BUILD)/pkgconfig
+CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O1 -g
+
+export PKG_CONFIG_PATH := $(PCDIR):$(PKG_CONFIG_PATH)
+
+.PHONY: all build header check-header demo test test-rust test-c test-python \
+        test-go bench fuzz soak install clean
+
+all: build
+
+# The library (.so with soname libdevrig.so.$(MAJOR), and .a) plus an
+# uninstalled devrig.pc pointing into this tree.
+build:
+	$(CARGO) build --release --lib
+	@mkdir -p $(PCDIR)
+	@sed -e 's|@PREFIX@|$(ROOT)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	     -e 's|@INCLUDEDIR@|$(ROOT)/include|' -e 's|@VERSION@|$(VERSION)|' \
+	     devrig.pc.in > $(PCDIR)/devrig.pc
+	@ln -sf libdevrig.so $(LIBDIR)/libdevrig.so.$(MAJOR)
+
+# Regenerates include/devrig.h from src/ffi.rs.
+header:
+	DEVRIG_HEADER_OUT=$(ROOT)/include/devrig.h $(CARGO) build --release --lib
+
+# Fails when the committed header differs from what the source generates.
+check-header:
+	@mkdir -p $(BUILD)
+	DEVRIG_HEADER_OUT=$(BUILD)/devrig.h.generated $(CARGO) build --release --lib
+	@cmp -s $(BUILD)/devrig.h.generated include/devrig.h || { \
+	  echo "include/devrig.h is stale: run 'make header' and commit it"; \
+	  diff -u include/devrig.h $(BUILD)/devrig.h.generated | head -40; exit 1; }
+	@echo "include/devrig.h is up to date"
+
+demo: build
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_STRICT) -Iinclude examples/demo.c -o $(BUILD)/demo \
+	  -L$(LIBDIR) -ldevrig -Wl,-rpath,$(LIBDIR)
+	$(BUILD)/demo
+
+test: check-header build test-rust test-c test-python test-go
+	@echo "all test suites passed"
+
+test-rust:
+	$(CARGO) test --release
+
+test-c: build
+	$(MAKE) -C tests/c test
+
+test-python: build
+	$(MAKE) -C bindings/python test
+
+test-go: build
+	$(MAKE) -C bindings/go test
+
+bench: build
+	$(MAKE) -C bench all
+
+fuzz:
+	$(MAKE) -C tests/fuzz long
+
+soak: build
+	$(MAKE) -C tests/c soak
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(LIBDIR)/libdevrig.so $(DESTDIR)$(PREFIX)/lib/libdevrig.so.$(VERSION)
+	ln -sf libdevrig.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libdevrig.so.$(MAJOR)
+	ln -sf libdevrig.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libdevrig.so
+	install -m 0644 $(LIBDIR)/libdevrig.a $(DESTDIR)$(PREFIX)/lib/libdevrig.a
+	install -m 0644 include/devrig.h $(DESTDIR)$(PREFIX)/include/devrig.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$${prefix}/lib|' \
+	    -e 's|@INCLUDEDIR@|$${prefix}/include|' -e 's|@VERSION@|$(VERSION)|' \
+	    devrig.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/devrig.pc
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
