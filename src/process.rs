@@ -33,6 +33,7 @@ pub(crate) struct Child {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub start_ticks: u64,
+    pub mark: SpawnMark,
 }
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -159,6 +160,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
         None => None,
     };
 
+    let forks_before = forks_since_boot();
     let mut pid: libc::pid_t = 0;
     // SAFETY: the spawn objects are initialised before use and destroyed by
     // `SpawnObjects`; every pointer handed to posix_spawn (argv, envp, path,
@@ -229,6 +231,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
         stdout: out_r,
         stderr: err_r,
         start_ticks,
+        mark: SpawnMark::new(pid, forks_before),
     })
 }
 
@@ -527,12 +530,23 @@ impl Target {
     /// orphans were reparented to us) it is reaped here, since our run
     /// started it.
     pub fn is_gone(&self) -> bool {
+        self.gone(true)
+    }
+
+    /// Like `is_gone`, but never reaps: for processes the library did not
+    /// spawn (kill_tree on a pid of the host's), whose exit status belongs
+    /// to their parent.
+    pub fn has_exited(&self) -> bool {
+        self.gone(false)
+    }
+
+    fn gone(&self, reap: bool) -> bool {
         match read_stat(self.pid) {
             None => true,
             Some(s) if s.start_ticks != self.start_ticks => true,
             Some(s) if s.is_dead() => {
                 // SAFETY: getpid has no arguments.
-                if s.ppid == unsafe { libc::getpid() } {
+                if reap && s.ppid == unsafe { libc::getpid() } {
                     reap_pid(self.pid);
                 }
                 true
@@ -556,17 +570,115 @@ fn reap_pid(pid: i32) {
     }
 }
 
+/// Where the kernel's pid allocator stood right after a spawn: enough to
+/// tell later which pids can belong to processes created since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpawnMark {
+    /// The child's pid: every later process has a pid after it in the
+    /// allocator's cyclic order, unless the allocator went all the way round.
+    pub pid: i32,
+    /// `processes` of /proc/stat (forks and clones since boot, system-wide)
+    /// just before the spawn; 0 if unknown.
+    pub forks: u64,
+}
+
+impl SpawnMark {
+    /// `forks_before` must be read before the spawn, so that the child's
+    /// own descendants are counted however fast it forks.
+    pub fn new(pid: i32, forks_before: Option<u64>) -> SpawnMark {
+        SpawnMark {
+            pid,
+            forks: forks_before.unwrap_or(0),
+        }
+    }
+}
+
+fn forks_since_boot() -> Option<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = read_small("/proc/stat", &mut buf).ok()?;
+    let text = &buf[..n];
+    let at = text.windows(10).position(|w| w == b"processes ")?;
+    let rest = &text[at + 10..];
+    let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    parse_num(&rest[..end]).map(|v| v as u64)
+}
+
+fn read_proc_number(path: &str) -> Option<i64> {
+    let mut buf = [0u8; 32];
+    let n = read_small(path, &mut buf).ok()?;
+    parse_num(&buf[..n])
+}
+
+fn pid_max() -> i64 {
+    static MAX: OnceLock<i64> = OnceLock::new();
+    *MAX.get_or_init(|| read_proc_number("/proc/sys/kernel/pid_max").unwrap_or(32768))
+}
+
+/// The pids that processes created after `mark` can have, when that can be
+/// bounded: fewer forks than half of pid_max since the mark mean the
+/// allocator cannot have wrapped past the child's pid, so every newer process
+/// has a pid in the cyclic range (mark.pid, last allocated pid]. None when
+/// no bound is known (then every pid must be looked at).
+fn pids_created_since(mark: &SpawnMark) -> Option<Vec<i32>> {
+    if mark.forks == 0 {
+        return None;
+    }
+    let forks = forks_since_boot()?;
+    let created = forks.checked_sub(mark.forks)?;
+    if created == 0 {
+        return Some(Vec::new());
+    }
+    let max = pid_max();
+    if created as i64 >= max / 2 {
+        return None;
+    }
+    let last = read_proc_number("/proc/sys/kernel/ns_last_pid")? as i32;
+    let in_range = |p: i32| {
+        if last >= mark.pid {
+            p > mark.pid && p <= last
+        } else {
+            p > mark.pid || p <= last
+        }
+    };
+    let span = if last >= mark.pid {
+        (last - mark.pid) as i64
+    } else {
+        max - mark.pid as i64 + last as i64
+    };
+    if span <= 256 {
+        // Few candidates: probe them directly instead of listing /proc.
+        let mut v = Vec::with_capacity(span as usize);
+        let mut p = mark.pid;
+        for _ in 0..span {
+            p = if p as i64 >= max - 1 { 1 } else { p + 1 };
+            v.push(p);
+        }
+        Some(v)
+    } else {
+        Some(all_pids().into_iter().filter(|&p| in_range(p)).collect())
+    }
+}
+
 /// Finds what a spawn left behind: live members of process group `pgid`,
 /// and live processes that started no earlier than `since_ticks` and carry
 /// the tag variable `tag_name` in their environment (descendants that left
-/// the group with setsid or a double fork). Only processes started after
-/// the spawn are opened for their environment, which keeps the scan cheap
-/// on a busy machine.
-pub(crate) fn find_leftovers(pgid: i32, tag_name: &[u8], since_ticks: u64) -> Vec<Target> {
+/// the group with setsid or a double fork).
+///
+/// Everything a spawn leaves behind was created after it, so with `mark`
+/// only the pids allocated since are read (usually none or a handful, however
+/// many processes the machine runs); only those started after the spawn are
+/// opened for their environment.
+pub(crate) fn find_leftovers(
+    pgid: i32,
+    tag_name: &[u8],
+    since_ticks: u64,
+    mark: Option<&SpawnMark>,
+) -> Vec<Target> {
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
+    let candidates = mark.and_then(pids_created_since).unwrap_or_else(all_pids);
     let mut found = Vec::new();
-    for pid in all_pids() {
+    for pid in candidates {
         if pid == me {
             continue;
         }
@@ -591,7 +703,7 @@ pub(crate) fn find_leftovers(pgid: i32, tag_name: &[u8], since_ticks: u64) -> Ve
 
 /// Every process carrying the tag variable (used by reap_orphans).
 pub(crate) fn find_tagged(tag_name: &[u8]) -> Vec<Target> {
-    find_leftovers(-1, tag_name, 0)
+    find_leftovers(-1, tag_name, 0, None)
 }
 
 /// `pid` and all its descendants, parents first, collected in one scan.
@@ -671,8 +783,9 @@ impl Watch {
 
     fn prune(&mut self) {
         self.procs.retain(|(t, fd)| match fd {
-            Some(fd) => !(poll_readable(fd) && t.is_gone()),
-            None => !t.is_gone(),
+            // kill_tree's targets were not spawned by us: never reap them.
+            Some(fd) => !(poll_readable(fd) && t.has_exited()),
+            None => !t.has_exited(),
         });
     }
 
@@ -770,9 +883,18 @@ pub(crate) fn new_tag_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: getpid has no arguments.
-    let pid = unsafe { libc::getpid() };
-    let start = read_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+    static HOST: std::sync::Mutex<(u32, u64)> = std::sync::Mutex::new((0, 0));
+    let pid = std::process::id();
+    let start = {
+        let mut host = HOST.lock().unwrap_or_else(|e| e.into_inner());
+        if host.0 != pid {
+            *host = (
+                pid,
+                read_stat(pid as i32).map(|s| s.start_ticks).unwrap_or(0),
+            );
+        }
+        host.1
+    };
     format!("DEVRIG_SPAWN_{pid}_{start}_{n}")
 }
 

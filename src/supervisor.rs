@@ -481,6 +481,7 @@ struct Run {
 struct ChildIo {
     pid: i32,
     start_ticks: u64,
+    mark: process::SpawnMark,
     tag: String,
     pidfd: AsyncFd<OwnedFd>,
     exit: Option<WaitStatus>,
@@ -584,13 +585,17 @@ impl Run {
     }
 
     fn event(&self, kind: EventKind) -> Event {
-        let last = self.last.unwrap_or(ExitStatus::Code(0));
+        // Exit details belong to EXITED and, as a summary, the terminal events.
+        let last = match kind {
+            EventKind::Exited | EventKind::Stopped | EventKind::Failed => self.last,
+            _ => None,
+        };
         Event {
             kind,
             service: self.cfg.name.clone(),
             pid: 0,
-            exit_code: if self.last.is_some() { last.code() } else { 0 },
-            signal: last.signal(),
+            exit_code: last.map_or(0, |l| l.code()),
+            signal: last.map_or(0, |l| l.signal()),
             restart_count: self.restarts_performed,
             delay_ms: 0,
             runtime_ms: 0,
@@ -667,10 +672,10 @@ impl Run {
                     ev.message = msg.clone();
                     self.emit(ev);
                     if first {
+                        self.write_state(Phase::Failed);
                         let mut ev = self.event(EventKind::Failed);
                         ev.message = msg.clone();
                         self.emit(ev);
-                        self.write_state(Phase::Failed);
                         let outcome = self.outcome(OutcomeKind::Failed, msg.clone());
                         return (Err(Error::Spawn(msg)), outcome);
                     }
@@ -711,11 +716,11 @@ impl Run {
                         Some(st) => format!("completed: exited with code {}", st.code()),
                         None => "completed".to_string(),
                     };
+                    self.record.pid = 0;
+                    self.write_state(Phase::Stopped);
                     let mut ev = self.event(EventKind::Stopped);
                     ev.message = msg.clone();
                     self.emit(ev);
-                    self.record.pid = 0;
-                    self.write_state(Phase::Stopped);
                     return (Ok(()), self.outcome(OutcomeKind::Completed, msg));
                 }
                 Decision::GiveUp(why) => {
@@ -723,11 +728,11 @@ impl Run {
                     if let Some(e) = &last_spawn_error {
                         msg = format!("{msg}; last spawn error: {e}");
                     }
+                    self.record.pid = 0;
+                    self.write_state(Phase::Failed);
                     let mut ev = self.event(EventKind::Failed);
                     ev.message = msg.clone();
                     self.emit(ev);
-                    self.record.pid = 0;
-                    self.write_state(Phase::Failed);
                     return (Ok(()), self.outcome(OutcomeKind::Failed, msg));
                 }
                 Decision::Restart { delay_ms, .. } => {
@@ -784,11 +789,11 @@ impl Run {
             Some(p) => format!("stopped: {p}"),
             None => "stopped on request".to_string(),
         };
+        self.record.pid = 0;
+        self.write_state(Phase::Stopped);
         let mut ev = self.event(EventKind::Stopped);
         ev.message = msg.clone();
         self.emit(ev);
-        self.record.pid = 0;
-        self.write_state(Phase::Stopped);
         (Ok(()), self.outcome(OutcomeKind::Cancelled, msg))
     }
 
@@ -988,6 +993,7 @@ impl Run {
             stdout,
             stderr,
             start_ticks,
+            mark,
         } = child;
         let now = Instant::now();
         let out = match runtime::watch_readable(stdout) {
@@ -1017,6 +1023,7 @@ impl Run {
         Ok(ChildIo {
             pid,
             start_ticks,
+            mark,
             tag,
             pidfd: pidfd_async,
             exit: None,
@@ -1044,7 +1051,8 @@ impl Run {
 
     /// What the child left behind, besides the main process.
     fn leftovers(&self, io: &ChildIo) -> Vec<Target> {
-        let mut v = process::find_leftovers(io.pid, io.tag.as_bytes(), io.start_ticks);
+        let mut v =
+            process::find_leftovers(io.pid, io.tag.as_bytes(), io.start_ticks, Some(&io.mark));
         v.retain(|t| t.pid != io.pid);
         v
     }

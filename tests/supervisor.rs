@@ -118,3 +118,119 @@ fn first_spawn_failure_is_an_error() {
     assert!(matches!(err, devrig::Error::Spawn(_)), "{err:?}");
     assert_eq!(kinds(&seen), [EventKind::SpawnFailed, EventKind::Failed]);
 }
+
+fn wait_for_line(seen: &Arc<Mutex<Seen>>, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(l) = seen
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .find(|l| l.1.starts_with(prefix))
+        {
+            return l.1[prefix.len()..].to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line starting with {prefix:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().unwrap().trim_start().chars().next();
+            !matches!(state, Some('Z') | Some('X'))
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn escaped_grandchild_is_stopped_with_the_service() {
+    let cmd = "setsid sh -c 'echo gc=$$; exec sleep 60' & sleep 60";
+    let (s, seen) = sup("escape", cmd, fast(RestartMode::Always));
+    s.start().unwrap();
+    let gc: u32 = wait_for_line(&seen, "gc=").parse().unwrap();
+    assert!(alive(gc));
+    s.cancel().unwrap();
+    s.wait(Some(Duration::from_secs(10))).unwrap();
+    assert!(!alive(gc), "escaped grandchild {gc} survived the stop");
+}
+
+#[test]
+fn leftovers_are_stopped_before_the_restart() {
+    use EventKind::*;
+    let p = RestartPolicy {
+        max_restarts: 1,
+        ..fast(RestartMode::OnFailure)
+    };
+    let (s, seen) = sup("leftover", "sleep 60 & echo bg=$!; exit 1", p);
+    let bg_alive_at_restart = Arc::new(Mutex::new(Vec::new()));
+    let (b, seen2) = (bg_alive_at_restart.clone(), seen.clone());
+    // Observe liveness of the first run's background job at the second STARTED.
+    s.on_event(Some(Box::new(move |e: &Event| {
+        let mut g = seen2.lock().unwrap();
+        if e.kind == Started {
+            if let Some(l) = g.lines.iter().find(|l| l.1.starts_with("bg=")) {
+                let pid: u32 = l.1[3..].parse().unwrap();
+                b.lock().unwrap().push(alive(pid));
+            }
+        }
+        g.events.push(e.clone());
+    })))
+    .unwrap();
+    s.run().unwrap();
+    assert_eq!(*bg_alive_at_restart.lock().unwrap(), [false]);
+    assert_eq!(
+        kinds(&seen),
+        [Started, Running, Exited, Backoff, Started, Running, Exited, Failed]
+    );
+}
+
+#[test]
+fn child_ignoring_sigterm_is_killed_after_the_grace() {
+    use EventKind::*;
+    let mut cfg = Config::new("stubborn", "trap '' TERM; echo ready; sleep 60").unwrap();
+    cfg.stop_grace = Duration::from_millis(300);
+    let s = Supervisor::new(cfg).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (s1, s2) = (seen.clone(), seen.clone());
+    s.on_event(Some(Box::new(move |e: &Event| {
+        s1.lock().unwrap().events.push(e.clone())
+    })))
+    .unwrap();
+    s.on_log(Some(Box::new(move |ls: &[devrig::LogLine<'_>]| {
+        for l in ls {
+            s2.lock().unwrap().lines.push((
+                l.stream,
+                String::from_utf8_lossy(l.text()).into_owned(),
+                l.pid,
+            ));
+        }
+    })))
+    .unwrap();
+    s.start().unwrap();
+    wait_for_line(&seen, "ready");
+    let t = Instant::now();
+    s.cancel().unwrap();
+    s.wait(None).unwrap();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let ev = seen
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .find(|e| e.kind == Exited)
+        .cloned()
+        .unwrap();
+    assert_eq!((ev.exit_code, ev.signal), (-1, 9));
+    assert_eq!(kinds(&seen), [Started, Stopping, Exited, Stopped]);
+}
