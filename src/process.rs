@@ -318,6 +318,13 @@ fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<
     }
 }
 
+/// Signals our child through its pidfd (it may have left its process group)
+/// and then its original process group.
+pub(crate) fn signal_service(pidfd: &OwnedFd, pgid: i32, sig: i32) {
+    let _ = pidfd_send_signal(pidfd, sig);
+    kill_group(pgid, sig);
+}
+
 /// Sends a signal to a whole process group.
 pub(crate) fn kill_group(pgid: i32, sig: i32) {
     if pgid > 1 {

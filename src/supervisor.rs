@@ -868,7 +868,7 @@ impl Run {
         if cancelled {
             self.emit_stopping(pid);
             let leftovers = self.leftovers(&io);
-            process::kill_group(pid, libc::SIGTERM);
+            process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
             for t in &leftovers {
                 if process::read_stat(t.pid).map(|s| s.pgrp) != Some(pid) {
                     t.signal(libc::SIGTERM);
@@ -880,7 +880,7 @@ impl Run {
                 .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
                 .await
             {
-                process::kill_group(pid, libc::SIGKILL);
+                process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
                 for t in &targets {
                     t.signal(libc::SIGKILL);
                 }
@@ -908,7 +908,7 @@ impl Run {
             }
             let mut targets = self.leftovers(&io);
             if !targets.is_empty() {
-                process::kill_group(pid, libc::SIGTERM);
+                process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
                 for t in &targets {
                     t.signal(libc::SIGTERM);
                 }
@@ -917,7 +917,7 @@ impl Run {
                     .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
                     .await
                 {
-                    process::kill_group(pid, libc::SIGKILL);
+                    process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
                     for t in &targets {
                         t.signal(libc::SIGKILL);
                     }
@@ -931,7 +931,7 @@ impl Run {
             if targets.is_empty() {
                 break;
             }
-            process::kill_group(pid, libc::SIGKILL);
+            process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
             for t in &targets {
                 t.signal(libc::SIGKILL);
             }
