@@ -1,0 +1,278 @@
+// Package events defines the telemetry events a supervisor publishes and a
+// Broadcaster that distributes them to any number of subscribers.
+//
+// It reproduces devrig's events package (TelemetryEvent, Broadcaster with
+// Subscribe, Unsubscribe, Send, Close) and adds fields for the details
+// libdevrig reports (stream, pid, timestamp, exit code, signal, restart
+// count, delay, message).
+package events
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ServiceStatusKind says which kind of event a TelemetryEvent is.
+type ServiceStatusKind int
+
+const (
+	// KindServiceStatusChange: a state change of a service; Status says which.
+	KindServiceStatusChange ServiceStatusKind = iota
+	// KindLogRecord: one log entry of a service (LogBody, LogSeverity).
+	KindLogRecord
+	// KindTraceUpdate is kept for compatibility with devrig; the supervisor
+	// never sends it.
+	KindTraceUpdate
+	// KindMetricUpdate is kept for compatibility with devrig; the supervisor
+	// never sends it.
+	KindMetricUpdate
+)
+
+// String returns the kind's name.
+func (k ServiceStatusKind) String() string {
+	switch k {
+	case KindServiceStatusChange:
+		return "ServiceStatusChange"
+	case KindLogRecord:
+		return "LogRecord"
+	case KindTraceUpdate:
+		return "TraceUpdate"
+	case KindMetricUpdate:
+		return "MetricUpdate"
+	}
+	return "ServiceStatusKind(?)"
+}
+
+// Status values of KindServiceStatusChange events, one per libdevrig event
+// kind. See the package supervisor documentation for when each is sent.
+const (
+	StatusStarted     = "started"      // a child was spawned (PID)
+	StatusRunning     = "running"      // the child outlived the startup grace
+	StatusExited      = "exited"       // the child exited (ExitCode, Signal, Runtime)
+	StatusBackoff     = "backoff"      // a restart follows after Delay (RestartCount: its number)
+	StatusSpawnFailed = "spawn_failed" // a spawn failed (Message)
+	StatusStopping    = "stopping"     // a stop was requested
+	StatusStopped     = "stopped"      // terminal: cancelled or completed
+	StatusFailed      = "failed"       // terminal: gave up (Message says why)
+	StatusWarning     = "warning"      // not terminal: e.g. the state record could not be written
+)
+
+// Log severities (LogSeverity of KindLogRecord events); "" when no level
+// word was found in the line.
+const (
+	SeverityUnknown = ""
+	SeverityTrace   = "TRACE"
+	SeverityDebug   = "DEBUG"
+	SeverityInfo    = "INFO"
+	SeverityWarn    = "WARN"
+	SeverityError   = "ERROR"
+)
+
+// Streams of KindLogRecord events.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
+// TelemetryEvent is the discriminated union of events emitted by a
+// supervisor. The first fields are devrig's; the rest are additions.
+type TelemetryEvent struct {
+	Kind ServiceStatusKind
+
+	// ServiceStatusChange fields
+	Service string
+	Status  string
+
+	// LogRecord fields (also set Service)
+	LogBody     string
+	LogSeverity string
+	TraceID     string
+	SpanID      string
+
+	// TraceUpdate / MetricUpdate carry their data as raw JSON (unused here).
+	RawJSON []byte
+
+	// Additions.
+
+	// Stream is "stdout" or "stderr" (log records only).
+	Stream string
+	// PID is the child concerned: the writer of a log line, the child of
+	// a status change (0 when there is none).
+	PID int
+	// Timestamp is when the line was read or the state changed (ms precision).
+	Timestamp time.Time
+	// ExitCode is the exit code for "exited" (and "stopped"/"failed": the
+	// last exit), -1 when killed by a signal.
+	ExitCode int
+	// Signal is the terminating signal for "exited", 0 if none.
+	Signal int
+	// RestartCount is the number of restarts performed so far; for
+	// "backoff", the number of the coming restart.
+	RestartCount uint32
+	// Delay is the backoff delay ("backoff" only).
+	Delay time.Duration
+	// Runtime is how long the child lived ("exited" only).
+	Runtime time.Duration
+	// Message adds words: why a supervisor gave up ("startup", "restart
+	// budget", "crash loop", or the spawn error), a spawn error, a warning.
+	Message string
+}
+
+// DefaultSendTimeout is how long Send waits for a subscriber whose buffer
+// is full before it considers the subscriber stalled (see Broadcaster).
+const DefaultSendTimeout = 5 * time.Second
+
+type subscriber struct {
+	ch      chan TelemetryEvent
+	quit    chan struct{} // closed by Unsubscribe/Close: wakes a blocked Send
+	mu      sync.Mutex    // serialises sends and the close of ch
+	closed  bool
+	stalled bool
+}
+
+// Broadcaster distributes events to any number of subscribers. The zero
+// value is ready to use (with DefaultSendTimeout); so is NewBroadcaster().
+//
+// Delivery: each subscriber has a buffered channel (Subscribe's cap). Send
+// puts the event in every subscriber's buffer, in order. When a buffer is
+// full, Send waits for room (backpressure: a slow log reader slows the
+// service through its pipe and nothing is lost), but never forever: after
+// the send timeout without room the subscriber is marked stalled and the
+// event is dropped for it (counted by Dropped); while it stays stalled, events
+// that do not fit are dropped at once, so a subscriber that stopped reading
+// costs the supervisor one timeout, not one per event. As soon as it has room
+// again it is no longer stalled. Unsubscribe and Close wake a blocked Send.
+//
+// devrig's own Broadcaster drops at once when a buffer is full; call
+// SetSendTimeout with a value <= 0 for exactly that behaviour.
+type Broadcaster struct {
+	mu        sync.Mutex
+	subs      []*subscriber
+	closed    bool
+	timeout   time.Duration
+	timeoutOK bool
+	dropped   atomic.Uint64
+}
+
+// NewBroadcaster returns an empty Broadcaster.
+func NewBroadcaster() *Broadcaster { return &Broadcaster{} }
+
+// SetSendTimeout sets how long Send waits for room in a full subscriber
+// buffer before dropping; d <= 0 drops at once (devrig's behaviour).
+func (b *Broadcaster) SetSendTimeout(d time.Duration) {
+	b.mu.Lock()
+	b.timeout, b.timeoutOK = d, true
+	b.mu.Unlock()
+}
+
+// Dropped returns how many deliveries were dropped because a subscriber's
+// buffer stayed full.
+func (b *Broadcaster) Dropped() uint64 { return b.dropped.Load() }
+
+// Subscribe returns a channel that will receive future events; cap is its
+// buffer depth (negative counts as 0). The caller must drain it and should
+// call Unsubscribe when done. After Close it returns a closed channel.
+func (b *Broadcaster) Subscribe(cap int) <-chan TelemetryEvent {
+	if cap < 0 {
+		cap = 0
+	}
+	s := &subscriber{ch: make(chan TelemetryEvent, cap), quit: make(chan struct{})}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		s.closed = true
+		close(s.ch)
+		return s.ch
+	}
+	b.subs = append(b.subs, s)
+	return s.ch
+}
+
+// Unsubscribe removes a channel returned by Subscribe and closes it. Unknown
+// channels are ignored; calling it twice is harmless.
+func (b *Broadcaster) Unsubscribe(ch <-chan TelemetryEvent) {
+	b.mu.Lock()
+	var found *subscriber
+	for i, s := range b.subs {
+		if s.ch == ch {
+			found = s
+			b.subs = append(b.subs[:i:i], b.subs[i+1:]...)
+			break
+		}
+	}
+	b.mu.Unlock()
+	if found != nil {
+		found.shut()
+	}
+}
+
+func (s *subscriber) shut() {
+	close(s.quit) // wake a Send blocked on this subscriber
+	s.mu.Lock()
+	s.closed = true
+	close(s.ch)
+	s.mu.Unlock()
+}
+
+// Send delivers ev to every current subscriber (see Broadcaster for what
+// happens when a buffer is full). Safe from any goroutine; a Send after
+// Close does nothing.
+func (b *Broadcaster) Send(ev TelemetryEvent) {
+	b.mu.Lock()
+	if b.closed || len(b.subs) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	subs := make([]*subscriber, len(b.subs))
+	copy(subs, b.subs)
+	timeout := DefaultSendTimeout
+	if b.timeoutOK {
+		timeout = b.timeout
+	}
+	b.mu.Unlock()
+
+	for _, s := range subs {
+		b.deliver(s, ev, timeout)
+	}
+}
+
+func (b *Broadcaster) deliver(s *subscriber, ev TelemetryEvent, timeout time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	select {
+	case s.ch <- ev:
+		s.stalled = false
+		return
+	default:
+	}
+	if timeout <= 0 || s.stalled {
+		b.dropped.Add(1)
+		return
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case s.ch <- ev:
+	case <-s.quit:
+	case <-t.C:
+		s.stalled = true
+		b.dropped.Add(1)
+	}
+}
+
+// Close closes every subscriber channel; later Sends do nothing and later
+// Subscribes get a closed channel. Calling it twice is harmless.
+func (b *Broadcaster) Close() {
+	b.mu.Lock()
+	subs := b.subs
+	b.subs = nil
+	b.closed = true
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.shut()
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/devrig/libdevrig/bindings/go
+
+go 1.26

@@ -1,0 +1,265 @@
+// Package supervisor manages the lifecycle of a single supervised service
+// process: spawning, log capture, restart policy, and graceful cancellation.
+//
+// It reproduces the API of devrig's Go supervisor package (v0.37.0) backed by
+// libdevrig through cgo. Status changes are published on the events
+// broadcaster as events.KindServiceStatusChange with these Status strings,
+// one per libdevrig event kind:
+//
+//	"started"      a child was spawned (PID)
+//	"running"      the child is still alive StartupGrace after "started"
+//	               (at once when StartupGrace is 0); sent for every spawn
+//	"exited"       the child exited (ExitCode, Signal, Runtime); every log
+//	               line it wrote was sent before this event
+//	"backoff"      a restart follows after Delay (RestartCount: its number)
+//	"spawn_failed" a spawn failed (Message)
+//	"stopping"     a stop was requested (ctx cancelled)
+//	"stopped"      terminal: the run was cancelled or completed
+//	"failed"       terminal: the supervisor gave up; Message names why
+//	               ("startup", "restart budget", "crash loop", or the spawn error)
+//	"warning"      not terminal: e.g. the state record could not be written
+//
+// Every run ends with exactly one terminal event and nothing follows it.
+// Log entries are published on the logs broadcaster as events.KindLogRecord
+// with LogBody, LogSeverity ("TRACE", "DEBUG", "INFO", "WARN", "ERROR" or ""
+// when no level word was found), Stream, PID and Timestamp.
+package supervisor
+
+/*
+#include <stdlib.h>
+#include "shims.h"
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/cgo"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/devrig/libdevrig/bindings/go/events"
+)
+
+// Supervisor manages a single service process. The exported fields may be
+// changed before Run; each Run uses their values at the time it starts.
+type Supervisor struct {
+	Name       string
+	Command    string
+	WorkingDir string
+	Env        map[string]string
+	Policy     RestartPolicy
+
+	// StopGrace is the time between SIGTERM and SIGKILL when the service is
+	// stopped (an addition; 0 means the libdevrig default, 5 s).
+	StopGrace time.Duration
+
+	logBroadcast   *events.Broadcaster
+	eventBroadcast *events.Broadcaster
+	stateDir       string
+
+	mu      sync.Mutex
+	outcome Outcome
+}
+
+// New creates a Supervisor. logs and evts may be nil (nothing is published
+// there); stateDir "" keeps no state records.
+func New(
+	name, command, workingDir string,
+	env map[string]string,
+	policy RestartPolicy,
+	logs *events.Broadcaster,
+	evts *events.Broadcaster,
+	stateDir string,
+) *Supervisor {
+	return &Supervisor{
+		Name:           name,
+		Command:        command,
+		WorkingDir:     workingDir,
+		Env:            env,
+		Policy:         policy,
+		logBroadcast:   logs,
+		eventBroadcast: evts,
+		stateDir:       stateDir,
+	}
+}
+
+// OutcomeKind says how a run ended.
+type OutcomeKind int
+
+const (
+	OutcomeNone      OutcomeKind = iota // the run has not ended (or not started)
+	OutcomeCompleted                    // the service exited and was not restarted
+	OutcomeCancelled                    // ctx was cancelled
+	OutcomeFailed                       // the supervisor gave up, or the first spawn failed
+)
+
+// Outcome is the result of the last run (an addition).
+type Outcome struct {
+	Kind         OutcomeKind
+	LastExitCode int // -1 after a signal, 0 when no child exited
+	LastSignal   int
+	Restarts     uint32 // restarts performed
+	Message      string
+}
+
+// Outcome returns the result of the most recent Run that ended.
+func (s *Supervisor) Outcome() Outcome {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outcome
+}
+
+// Run supervises the process until ctx is cancelled or the restart budget is
+// exhausted. The returned error is non-nil only if the process could not be
+// spawned at all (or the configuration was refused: an unsafe Name, an empty
+// Command, an invalid Policy). Cancelling ctx stops the service (SIGTERM to
+// its process group, SIGKILL after StopGrace) and Run returns once every
+// process of the run has been reaped. A ctx cancelled before Run makes it
+// return at once without spawning.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if err := s.Policy.Validate(); err != nil {
+		return fmt.Errorf("supervisor %s: %w", s.Name, err)
+	}
+	if s.StopGrace < 0 {
+		return fmt.Errorf("supervisor %s: negative StopGrace", s.Name)
+	}
+	sup, err := s.build()
+	if err != nil {
+		return err
+	}
+
+	rs := &runState{name: s.Name, logs: s.logBroadcast, evts: s.eventBroadcast, sup: sup}
+	h := cgo.NewHandle(rs)
+	defer h.Delete()
+	if rs.logs != nil {
+		if err := call("register log callback", func() uint32 {
+			return uint32(C.devrig_go_on_log_batch(sup, C.uintptr_t(h)))
+		}); err != nil {
+			C.devrig_free(sup)
+			return err
+		}
+	}
+	if rs.evts != nil {
+		if err := call("register event callback", func() uint32 {
+			return uint32(C.devrig_go_on_event(sup, C.uintptr_t(h)))
+		}); err != nil {
+			C.devrig_free(sup)
+			return err
+		}
+	}
+
+	// Cancellation: a goroutine turns ctx.Done into devrig_cancel. It is
+	// stopped and waited for before the handle is freed.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			C.devrig_cancel(sup)
+		case <-stop:
+		}
+	})
+
+	runErr := call("spawn "+s.Name, func() uint32 { return uint32(C.devrig_run(sup)) })
+	close(stop)
+	wg.Wait()
+
+	var out C.devrig_outcome
+	if C.devrig_outcome_get(sup, &out) == C.DEVRIG_OK {
+		o := Outcome{
+			Kind:         OutcomeKind(out.kind),
+			LastExitCode: int(out.last_exit_code),
+			LastSignal:   int(out.last_signal),
+			Restarts:     uint32(out.restarts),
+			Message:      C.GoString(out.message),
+		}
+		s.mu.Lock()
+		s.outcome = o
+		s.mu.Unlock()
+	}
+	C.devrig_free(sup) // the run has ended: returns at once
+	rs.repanic()
+	return runErr
+}
+
+// build creates the C handle and applies the configuration.
+func (s *Supervisor) build() (*C.devrig_supervisor, error) {
+	cname := C.CString(s.Name)
+	defer C.free(unsafe.Pointer(cname))
+	ccmd := C.CString(s.Command)
+	defer C.free(unsafe.Pointer(ccmd))
+
+	var sup *C.devrig_supervisor
+	if err := call("supervisor "+s.Name, func() uint32 {
+		sup = C.devrig_new(cname, ccmd)
+		if sup == nil {
+			return C.DEVRIG_E_INVALID_ARGUMENT
+		}
+		return C.DEVRIG_OK
+	}); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*C.devrig_supervisor, error) {
+		C.devrig_free(sup)
+		return nil, err
+	}
+	if s.WorkingDir != "" {
+		cdir := C.CString(s.WorkingDir)
+		err := call("working dir of "+s.Name, func() uint32 { return uint32(C.devrig_set_working_dir(sup, cdir)) })
+		C.free(unsafe.Pointer(cdir))
+		if err != nil {
+			return fail(err)
+		}
+	}
+	keys := make([]string, 0, len(s.Env))
+	for k := range s.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		ck, cv := C.CString(k), C.CString(s.Env[k])
+		err := call("env "+k+" of "+s.Name, func() uint32 { return uint32(C.devrig_set_env(sup, ck, cv)) })
+		C.free(unsafe.Pointer(ck))
+		C.free(unsafe.Pointer(cv))
+		if err != nil {
+			return fail(err)
+		}
+	}
+	p := s.Policy
+	limit, window := p.crashLoop()
+	cp := C.devrig_restart_policy{
+		mode:                 uint32(p.Mode),
+		max_restarts:         C.uint32_t(p.MaxRestarts),
+		startup_max_restarts: C.uint32_t(p.StartupMaxRestarts),
+		startup_grace_ms:     C.uint64_t(p.StartupGrace.Milliseconds()),
+		initial_delay_ms:     C.uint64_t(p.InitialDelay.Milliseconds()),
+		max_delay_ms:         C.uint64_t(p.MaxDelay.Milliseconds()),
+		reset_after_ms:       C.uint64_t(p.ResetAfter.Milliseconds()),
+		crash_loop_limit:     C.uint32_t(limit),
+		crash_loop_window_ms: C.uint64_t(window.Milliseconds()),
+	}
+	if err := call("policy of "+s.Name, func() uint32 { return uint32(C.devrig_set_policy(sup, &cp)) }); err != nil {
+		return fail(err)
+	}
+	if s.StopGrace > 0 {
+		if err := call("stop grace of "+s.Name, func() uint32 {
+			return uint32(C.devrig_set_stop_grace_ms(sup, C.uint64_t(s.StopGrace.Milliseconds())))
+		}); err != nil {
+			return fail(err)
+		}
+	}
+	if s.stateDir != "" {
+		cdir := C.CString(s.stateDir)
+		err := call("state dir of "+s.Name, func() uint32 { return uint32(C.devrig_set_state_dir(sup, cdir)) })
+		C.free(unsafe.Pointer(cdir))
+		if err != nil {
+			return fail(err)
+		}
+	}
+	runtime.KeepAlive(s)
+	return sup, nil
+}
