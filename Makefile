@@ -19,7 +19,7 @@ CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O1 -g
 
 export PKG_CONFIG_PATH := $(PCDIR):$(PKG_CONFIG_PATH)
 
-.PHONY: all build header check-header demo test test-rust test-c test-python \
+.PHONY: all build header check-header check-deps demo test test-rust test-c test-python \
         test-go bench fuzz soak install clean
 
 all: build
@@ -53,7 +53,14 @@ demo: build
 	  -L$(LIBDIR) -ldevrig -Wl,-rpath,$(LIBDIR)
 	$(BUILD)/demo
 
-test: check-header build test-rust test-c test-python test-go
+# tokio's `process`/`signal` features would install a SIGCHLD handler in the
+# host (fatal to Go hosts): nothing may pull signal-hook-registry in.
+check-deps:
+	@if $(CARGO) tree -e normal -p devrig 2>/dev/null | grep -q signal-hook; then \
+	  echo "a dependency pulls in signal-hook-registry"; exit 1; fi
+	@echo "no signal-handling dependency"
+
+test: check-header check-deps build test-rust test-c test-python test-go
 	@echo "all test suites passed"
 
 test-rust:
