@@ -234,3 +234,47 @@ fn child_ignoring_sigterm_is_killed_after_the_grace() {
     assert_eq!((ev.exit_code, ev.signal), (-1, 9));
     assert_eq!(kinds(&seen), [Started, Stopping, Exited, Stopped]);
 }
+
+#[test]
+fn maximal_policy_values_work_and_cancel_during_backoff_is_immediate() {
+    use EventKind::*;
+    let p = RestartPolicy {
+        mode: RestartMode::Always,
+        max_restarts: u32::MAX,
+        startup_max_restarts: u32::MAX,
+        startup_grace_ms: u64::MAX,
+        initial_delay_ms: u64::MAX,
+        max_delay_ms: u64::MAX,
+        reset_after_ms: u64::MAX,
+        crash_loop_limit: u32::MAX,
+        crash_loop_window_ms: u64::MAX,
+    };
+    let (s, seen) = sup("maximal", "exit 0", p);
+    let backoff = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let (b, seen2) = (backoff.clone(), seen.clone());
+    s.on_event(Some(Box::new(move |e: &Event| {
+        seen2.lock().unwrap().events.push(e.clone());
+        if e.kind == Backoff {
+            *b.0.lock().unwrap() = true;
+            b.1.notify_all();
+        }
+    })))
+    .unwrap();
+    s.start().unwrap();
+    let mut g = backoff.0.lock().unwrap();
+    while !*g {
+        g = backoff
+            .1
+            .wait_timeout(g, Duration::from_secs(10))
+            .unwrap()
+            .0;
+    }
+    drop(g);
+    let t = Instant::now();
+    s.cancel().unwrap();
+    s.wait(Some(Duration::from_secs(5))).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(kinds(&seen), [Started, Exited, Backoff, Stopping, Stopped]);
+    let o = s.outcome();
+    assert_eq!((o.kind, o.restarts), (OutcomeKind::Cancelled, 0));
+}
