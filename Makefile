@@ -19,7 +19,7 @@ CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O1 -g
 
 export PKG_CONFIG_PATH := $(PCDIR):$(PKG_CONFIG_PATH)
 
-.PHONY: all build header check-header check-deps demo test test-rust test-c test-python \
+.PHONY: all build header check-header check-deps test-install demo test test-rust test-c test-python \
         test-go bench fuzz soak install clean
 
 all: build
@@ -60,7 +60,23 @@ check-deps:
 	  echo "a dependency pulls in signal-hook-registry"; exit 1; fi
 	@echo "no signal-handling dependency"
 
-test: check-header check-deps build test-rust test-c test-python test-go
+# Installs into a staging prefix and builds a program against it through
+# pkg-config, dynamically and statically.
+test-install: build
+	rm -rf $(BUILD)/stage
+	$(MAKE) install PREFIX=$(BUILD)/stage >/dev/null
+	PKG_CONFIG_PATH=$(BUILD)/stage/lib/pkgconfig $(CC) $(CFLAGS_STRICT) tests/install/smoke.c \
+	  -o $(BUILD)/smoke-dynamic $$(PKG_CONFIG_PATH=$(BUILD)/stage/lib/pkgconfig pkg-config --cflags --libs devrig) \
+	  -Wl,-rpath,$(BUILD)/stage/lib
+	$(BUILD)/smoke-dynamic
+	$(CC) $(CFLAGS_STRICT) tests/install/smoke.c -o $(BUILD)/smoke-static \
+	  $$(PKG_CONFIG_PATH=$(BUILD)/stage/lib/pkgconfig pkg-config --cflags devrig) \
+	  $(BUILD)/stage/lib/libdevrig.a $$(PKG_CONFIG_PATH=$(BUILD)/stage/lib/pkgconfig pkg-config --libs-only-l --static devrig | sed 's/-ldevrig//')
+	$(BUILD)/smoke-static
+	@if ldd $(BUILD)/smoke-static | grep -q libdevrig; then echo "static binary links libdevrig.so"; exit 1; fi
+	@readelf -d $(BUILD)/stage/lib/libdevrig.so.$(VERSION) | grep -q 'SONAME.*libdevrig.so.$(MAJOR)'
+
+test: check-header check-deps build test-rust test-install test-c test-python test-go
 	@echo "all test suites passed"
 
 test-rust:
