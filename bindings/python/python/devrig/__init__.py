@@ -1,0 +1,165 @@
+"""devrig: supervise a service from Python.
+
+One :class:`Supervisor` runs one service (``/bin/sh -c COMMAND`` in its own
+process group), captures its stdout and stderr line by line, restarts it
+according to a :class:`RestartPolicy`, reports every state change as an
+:class:`Event`, and stops it leaving nothing behind. The work is done by
+libdevrig's Rust core on a small, fixed set of library threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import pathlib
+import threading
+import weakref
+from typing import Any, Union
+
+from . import _devrig
+from ._devrig import (
+    CORE_VERSION,
+    Event,
+    LogLine,
+    Outcome,
+    RestartPolicy,
+    SpawnError,
+    StateError,
+    __version__,
+    kill_tree,
+    proc_start_time_ms,
+    reap_orphans,
+    remove_pid_file,
+    same_process,
+    write_pid_file,
+)
+from ._enums import EventKind, Level, OutcomeKind, RestartMode, Stream
+
+__all__ = [
+    "CORE_VERSION",
+    "DEFAULT_POLICY",
+    "Event",
+    "EventKind",
+    "Level",
+    "LogLine",
+    "Outcome",
+    "OutcomeKind",
+    "RestartMode",
+    "RestartPolicy",
+    "SpawnError",
+    "StateError",
+    "Stream",
+    "Supervisor",
+    "__version__",
+    "kill_tree",
+    "pid_file_path",
+    "proc_start_time_ms",
+    "reap_orphans",
+    "remove_pid_file",
+    "same_process",
+    "write_pid_file",
+]
+
+#: The default restart policy (on-failure, 10 restarts, 3 startup failures,
+#: 2 s startup grace, 0.5 s .. 30 s backoff, reset after 60 s, crash loop:
+#: 5 exits in 30 s).
+DEFAULT_POLICY = RestartPolicy()
+
+# Supervisors that may still own a running service; stopped at exit.
+_live: "weakref.WeakSet[Supervisor]" = weakref.WeakSet()
+
+
+class Supervisor(_devrig.Supervisor):
+    """Supervises one service. See the README for the full description.
+
+    ``Supervisor(name, command, cwd=None, env=None, policy=None,
+    state_dir=None, stop_grace=5.0, on_log=None, on_event=None, *,
+    multiline=True, max_line_bytes=65536, on_log_batch=None)``
+
+    - ``name``: a safe file-name component (letters, digits, ``.-_``).
+    - ``command``: run as ``/bin/sh -c command`` in a new process group.
+    - ``cwd``: working directory (str or os.PathLike); ``env``: a mapping of
+      str to str added to (or replacing in) the inherited environment.
+    - ``policy``: a :class:`RestartPolicy` (or a config dict, see
+      :meth:`RestartPolicy.from_config`); default :data:`DEFAULT_POLICY`.
+    - ``state_dir``: where the service's record is kept for
+      :func:`reap_orphans`.
+    - ``stop_grace``: seconds between SIGTERM and SIGKILL on stop.
+    - ``on_log(line)``: called for each :class:`LogLine`;
+      ``on_log_batch(lines)``: called with a list of lines per read (the
+      fastest way to consume a chatty service). ``on_event(event)``: called
+      for each :class:`Event`. Callbacks run on a library thread; an
+      exception they raise stops the service and is raised again by
+      :meth:`run` / :meth:`wait` / :meth:`close`.
+
+    Entering a ``with`` block starts the service (an explicit ``start()`` or
+    ``run()`` inside the block is then accepted once); leaving it stops the
+    service and waits until it is reaped.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Arguments are handled by the native __new__.
+        _live.add(self)
+
+    async def run_async(self) -> None:
+        """Runs the service until the run ends, without blocking the event loop.
+
+        Cancelling the awaiting task stops the service (SIGTERM, then SIGKILL
+        after ``stop_grace``), waits until it has been reaped, then lets
+        ``CancelledError`` propagate. Raises like :meth:`run`.
+        """
+        loop = asyncio.get_running_loop()
+        # Returns once the first spawn was attempted (a few ms).
+        self.start()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def _set() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def _waiter() -> None:
+            try:
+                self._wait_done(None)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(_set)
+                except RuntimeError:  # the loop is closed
+                    pass
+
+        threading.Thread(
+            target=_waiter, name=f"devrig-wait-{self.name}", daemon=True
+        ).start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.cancel()
+            await asyncio.shield(done)
+            raise
+        # The run has ended: returns at once, or raises the run's error.
+        self.wait()
+
+
+_PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+
+def pid_file_path(state_dir: _PathArg) -> Any:
+    """``state_dir/devrig.pid``: a str for a str, bytes for bytes, else a pathlib.Path."""
+    p = _devrig._pid_file_path(state_dir)
+    if isinstance(state_dir, str):
+        return os.fspath(p)
+    if isinstance(state_dir, bytes):
+        return os.fsencode(p)
+    return pathlib.Path(p)
+
+
+@atexit.register
+def _stop_all() -> None:
+    # A library must not leave children behind when its host exits.
+    for sup in list(_live):
+        try:
+            if sup._is_forked_copy():
+                continue
+            sup.close()
+        except BaseException:  # noqa: BLE001 - nothing to report to at exit
+            pass

@@ -1,0 +1,1442 @@
+//! `devrig._devrig`: the native half of the Python binding.
+//!
+//! It wraps the Rust core (`devrig`) directly. The public package
+//! (`python/devrig/__init__.py`) re-exports these names, adds the asyncio
+//! helper and the enums (plain `enum.IntEnum`s, defined in Python and cached
+//! here so that building a `LogLine` never calls into Python code).
+//!
+//! Threads: callbacks run on the core's library threads. They attach to the
+//! interpreter with `Python::try_attach` (so interpreter shutdown never
+//! crashes), once per batch of lines. An exception raised by a callback is
+//! stored, the service is cancelled, and the exception is raised again on
+//! the caller's thread by `run()` / `wait()` / `close()`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use pyo3::create_exception;
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::PyTraverseError;
+
+create_exception!(
+    devrig,
+    SpawnError,
+    PyOSError,
+    "The service could not be spawned (the first spawn of a run failed)."
+);
+create_exception!(
+    devrig,
+    StateError,
+    PyRuntimeError,
+    "The call is not allowed in the supervisor's current state (already started, \
+     not started, called from a callback, or used in a forked child)."
+);
+
+/// How long one GIL-free wait lasts before signals are checked.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Maps a core error onto the Python exception hierarchy.
+fn to_py(e: devrig::Error) -> PyErr {
+    use devrig::Error as E;
+    match e {
+        E::InvalidArgument(m) => PyValueError::new_err(m),
+        E::Spawn(m) => SpawnError::new_err(m),
+        E::State(m) => StateError::new_err(m),
+        E::Io(m) => PyOSError::new_err(m),
+        E::NotFound(m) => PyFileNotFoundError::new_err(m),
+        E::Timeout(m) => PyTimeoutError::new_err(m),
+        E::Panic(m) => PyRuntimeError::new_err(format!("internal error (panic): {m}")),
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+// ---------------------------------------------------------------- enums
+
+/// The members of the Python enums, indexed by value.
+struct Enums {
+    mode: Vec<Py<PyAny>>,
+    stream: Vec<Py<PyAny>>,
+    level: Vec<Py<PyAny>>,
+    event: Vec<Py<PyAny>>,
+    outcome: Vec<Py<PyAny>>,
+}
+
+static ENUMS: PyOnceLock<Enums> = PyOnceLock::new();
+
+fn enums(py: Python<'_>) -> PyResult<&Enums> {
+    ENUMS.get_or_try_init(py, || {
+        let m = py.import("devrig._enums")?;
+        let members = |cls: &str, n: u32| -> PyResult<Vec<Py<PyAny>>> {
+            let cls = m.getattr(cls)?;
+            (0..n)
+                .map(|i| match cls.call1((i,)) {
+                    Ok(v) => Ok(v.unbind()),
+                    // Values with no member (e.g. Stream 0) map to the int.
+                    Err(_) => Ok(i.into_pyobject(py)?.into_any().unbind()),
+                })
+                .collect()
+        };
+        Ok(Enums {
+            mode: members("RestartMode", 3)?,
+            stream: members("Stream", 3)?,
+            level: members("Level", 6)?,
+            event: members("EventKind", 10)?,
+            outcome: members("OutcomeKind", 4)?,
+        })
+    })
+}
+
+fn member(py: Python<'_>, table: &[Py<PyAny>], v: u32) -> Py<PyAny> {
+    match table.get(v as usize) {
+        Some(m) => m.clone_ref(py),
+        None => v.into_pyobject(py).unwrap().into_any().unbind(),
+    }
+}
+
+fn mode_value(m: devrig::RestartMode) -> u32 {
+    match m {
+        devrig::RestartMode::OnFailure => 0,
+        devrig::RestartMode::Always => 1,
+        devrig::RestartMode::Never => 2,
+    }
+}
+
+/// Accepts a `RestartMode`, its int value, or the config spelling
+/// ("on-failure", "always", "never"; "on_failure" and any case too).
+fn parse_mode(obj: &Bound<'_, PyAny>) -> PyResult<devrig::RestartMode> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        let s = s.to_cow()?;
+        let norm = s.trim().to_ascii_lowercase().replace('_', "-");
+        return devrig::RestartMode::parse(&norm).map_err(|_| {
+            PyValueError::new_err(format!(
+                "restart mode {s:?} is not one of 'on-failure', 'always', 'never'"
+            ))
+        });
+    }
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
+        let v: i64 = obj.extract()?;
+        return match v {
+            0 => Ok(devrig::RestartMode::OnFailure),
+            1 => Ok(devrig::RestartMode::Always),
+            2 => Ok(devrig::RestartMode::Never),
+            _ => Err(PyValueError::new_err(format!(
+                "restart mode {v} is not a RestartMode value (0, 1 or 2)"
+            ))),
+        };
+    }
+    Err(PyTypeError::new_err(format!(
+        "restart mode must be a devrig.RestartMode or a str, got {} {}",
+        type_name(obj),
+        obj.repr().map(|r| r.to_string()).unwrap_or_default()
+    )))
+}
+
+// ------------------------------------------------------- argument helpers
+
+/// An int argument in `0..=max`: TypeError for non-ints (bool included),
+/// ValueError naming the argument when out of range.
+fn int_arg(name: &str, obj: &Bound<'_, PyAny>, max: u64) -> PyResult<u64> {
+    if !obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, got {} {}",
+            type_name(obj),
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        )));
+    }
+    match obj.extract::<i64>() {
+        Ok(v) if v >= 0 && (v as u64) <= max => Ok(v as u64),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} {} is out of range (0..={max})",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+/// A duration in seconds (int, float or datetime.timedelta): finite, >= 0.
+fn secs_arg(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let secs: f64 = if obj.is_instance_of::<PyFloat>()
+        || (obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>())
+    {
+        obj.extract()?
+    } else if obj.hasattr("total_seconds")? {
+        obj.call_method0("total_seconds")?.extract()?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a number of seconds (int or float), got {} {}",
+            type_name(obj),
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        )));
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a finite number of seconds >= 0, got {secs}"
+        )));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| PyValueError::new_err(format!("{name} {secs} is too large")))
+}
+
+fn secs_to_ms(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let d = secs_arg(name, obj)?;
+    // Round to the nearest millisecond.
+    let ms = d.as_micros().saturating_add(500) / 1000;
+    u64::try_from(ms).map_err(|_| PyValueError::new_err(format!("{name} is too large")))
+}
+
+fn opt_secs(name: &str, obj: Option<&Bound<'_, PyAny>>, default_ms: u64) -> PyResult<u64> {
+    match obj {
+        None => Ok(default_ms),
+        Some(o) if o.is_none() => Ok(default_ms),
+        Some(o) => secs_to_ms(name, o),
+    }
+}
+
+fn opt_int(name: &str, obj: Option<&Bound<'_, PyAny>>, default: u64, max: u64) -> PyResult<u64> {
+    match obj {
+        None => Ok(default),
+        Some(o) if o.is_none() => Ok(default),
+        Some(o) => int_arg(name, o, max),
+    }
+}
+
+/// A path argument: str, bytes or os.PathLike.
+fn path_arg(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    let fs = obj.py().import("os")?.call_method1("fspath", (obj,));
+    let fs = match fs {
+        Ok(v) => v,
+        Err(_) => {
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be a str or os.PathLike, got {} {}",
+                type_name(obj),
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            )))
+        }
+    };
+    let p: PathBuf = if let Ok(b) = fs.cast::<PyBytes>() {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(b.as_bytes()))
+    } else {
+        fs.extract()?
+    };
+    if p.as_os_str().is_empty() {
+        return Err(PyValueError::new_err(format!("{name} '' is empty")));
+    }
+    if std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).contains(&0) {
+        return Err(PyValueError::new_err(format!(
+            "{name} {p:?} contains a NUL byte"
+        )));
+    }
+    Ok(p)
+}
+
+fn pid_arg(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if !obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "pid must be an int, got {} {}",
+            type_name(obj),
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        )));
+    }
+    match obj.extract::<i64>() {
+        Ok(v) if v >= 1 && v <= i32::MAX as i64 => Ok(v as u32),
+        _ => Err(PyValueError::new_err(format!(
+            "pid {} is not a valid process id (must be 1..={})",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default(),
+            i32::MAX
+        ))),
+    }
+}
+
+fn str_arg(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    match obj.cast::<PyString>() {
+        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{name} must be a str, got {} {}",
+            type_name(obj),
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+fn repr_str(s: &str) -> String {
+    // Python-like quoting for reprs.
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+// ---------------------------------------------------------- RestartPolicy
+
+/// When and how often a service is restarted. Durations are in seconds.
+///
+/// ``RestartPolicy(mode=RestartMode.ON_FAILURE, max_restarts=10,
+/// startup_max_restarts=3, startup_grace=2.0, initial_delay=0.5,
+/// max_delay=30.0, reset_after=60.0, crash_loop_limit=5,
+/// crash_loop_window=30.0)``. Values are checked when the policy is made
+/// (``max_delay < initial_delay`` is a ``ValueError``) and never adjusted.
+#[pyclass(frozen, eq, hash, module = "devrig", name = "RestartPolicy")]
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RestartPolicy {
+    inner: devrig::RestartPolicy,
+}
+
+const U32: u64 = u32::MAX as u64;
+const MS_MAX: u64 = i64::MAX as u64 / 1000;
+
+impl RestartPolicy {
+    fn checked(inner: devrig::RestartPolicy) -> PyResult<Self> {
+        inner.validate().map_err(to_py)?;
+        Ok(RestartPolicy { inner })
+    }
+}
+
+#[pymethods]
+impl RestartPolicy {
+    #[new]
+    #[pyo3(signature = (mode=None, max_restarts=None, startup_max_restarts=None,
+        startup_grace=None, initial_delay=None, max_delay=None, reset_after=None,
+        crash_loop_limit=None, crash_loop_window=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        mode: Option<&Bound<'_, PyAny>>,
+        max_restarts: Option<&Bound<'_, PyAny>>,
+        startup_max_restarts: Option<&Bound<'_, PyAny>>,
+        startup_grace: Option<&Bound<'_, PyAny>>,
+        initial_delay: Option<&Bound<'_, PyAny>>,
+        max_delay: Option<&Bound<'_, PyAny>>,
+        reset_after: Option<&Bound<'_, PyAny>>,
+        crash_loop_limit: Option<&Bound<'_, PyAny>>,
+        crash_loop_window: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let d = devrig::RestartPolicy::default();
+        let mode = match mode {
+            Some(m) if !m.is_none() => parse_mode(m)?,
+            _ => d.mode,
+        };
+        Self::checked(devrig::RestartPolicy {
+            mode,
+            max_restarts: opt_int("max_restarts", max_restarts, d.max_restarts as u64, U32)? as u32,
+            startup_max_restarts: opt_int(
+                "startup_max_restarts",
+                startup_max_restarts,
+                d.startup_max_restarts as u64,
+                U32,
+            )? as u32,
+            startup_grace_ms: opt_secs("startup_grace", startup_grace, d.startup_grace_ms)?,
+            initial_delay_ms: opt_secs("initial_delay", initial_delay, d.initial_delay_ms)?,
+            max_delay_ms: opt_secs("max_delay", max_delay, d.max_delay_ms)?,
+            reset_after_ms: opt_secs("reset_after", reset_after, d.reset_after_ms)?,
+            crash_loop_limit: opt_int(
+                "crash_loop_limit",
+                crash_loop_limit,
+                d.crash_loop_limit as u64,
+                U32,
+            )? as u32,
+            crash_loop_window_ms: opt_secs(
+                "crash_loop_window",
+                crash_loop_window,
+                d.crash_loop_window_ms,
+            )?,
+        })
+    }
+
+    /// Builds a policy from a devrig config mapping: keys ``policy``
+    /// ("on-failure" | "always" | "never"), ``max_restarts``,
+    /// ``startup_max_restarts``, ``startup_grace_ms``, ``initial_delay_ms``,
+    /// ``max_delay_ms``, ``reset_after_ms``, ``crash_loop_limit``,
+    /// ``crash_loop_window_ms``. Missing keys (or None) take the defaults;
+    /// unknown keys are a ValueError that names them.
+    #[classmethod]
+    fn from_config(
+        _cls: &Bound<'_, pyo3::types::PyType>,
+        config: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let py = config.py();
+        let items = match config.call_method0("items") {
+            Ok(i) => i,
+            Err(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "config must be a mapping (e.g. a dict), got {}",
+                    type_name(config)
+                )))
+            }
+        };
+        const KNOWN: [&str; 9] = [
+            "policy",
+            "max_restarts",
+            "startup_max_restarts",
+            "startup_grace_ms",
+            "initial_delay_ms",
+            "max_delay_ms",
+            "reset_after_ms",
+            "crash_loop_limit",
+            "crash_loop_window_ms",
+        ];
+        let mut p = devrig::RestartPolicy::default();
+        let mut unknown: Vec<String> = Vec::new();
+        for item in items.try_iter()? {
+            let item = item?;
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+            let key = match k.cast::<PyString>() {
+                Ok(s) => s.to_cow()?.into_owned(),
+                Err(_) => {
+                    unknown.push(k.repr()?.to_string());
+                    continue;
+                }
+            };
+            if !KNOWN.contains(&key.as_str()) {
+                unknown.push(repr_str(&key));
+                continue;
+            }
+            if v.is_none() {
+                continue;
+            }
+            let ms = |name: &str| -> PyResult<u64> {
+                // Milliseconds: an int (a float with no fraction is accepted).
+                if v.is_instance_of::<PyFloat>() {
+                    let f: f64 = v.extract()?;
+                    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= MS_MAX as f64 {
+                        return Ok(f as u64);
+                    }
+                    return Err(PyValueError::new_err(format!(
+                        "{name} must be a whole number of milliseconds >= 0, got {f}"
+                    )));
+                }
+                int_arg(name, &v, MS_MAX)
+            };
+            match key.as_str() {
+                "policy" => p.mode = parse_mode(&v)?,
+                "max_restarts" => p.max_restarts = int_arg(&key, &v, U32)? as u32,
+                "startup_max_restarts" => p.startup_max_restarts = int_arg(&key, &v, U32)? as u32,
+                "startup_grace_ms" => p.startup_grace_ms = ms(&key)?,
+                "initial_delay_ms" => p.initial_delay_ms = ms(&key)?,
+                "max_delay_ms" => p.max_delay_ms = ms(&key)?,
+                "reset_after_ms" => p.reset_after_ms = ms(&key)?,
+                "crash_loop_limit" => p.crash_loop_limit = int_arg(&key, &v, U32)? as u32,
+                "crash_loop_window_ms" => p.crash_loop_window_ms = ms(&key)?,
+                _ => unreachable!(),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(PyValueError::new_err(format!(
+                "unknown restart config key(s): {} (known: {})",
+                unknown.join(", "),
+                KNOWN.join(", ")
+            )));
+        }
+        let _ = py;
+        Self::checked(p)
+    }
+
+    /// The config mapping that ``from_config`` accepts, for this policy.
+    fn to_config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let p = &self.inner;
+        let d = PyDict::new(py);
+        d.set_item("policy", p.mode.as_str())?;
+        d.set_item("max_restarts", p.max_restarts)?;
+        d.set_item("startup_max_restarts", p.startup_max_restarts)?;
+        d.set_item("startup_grace_ms", p.startup_grace_ms)?;
+        d.set_item("initial_delay_ms", p.initial_delay_ms)?;
+        d.set_item("max_delay_ms", p.max_delay_ms)?;
+        d.set_item("reset_after_ms", p.reset_after_ms)?;
+        d.set_item("crash_loop_limit", p.crash_loop_limit)?;
+        d.set_item("crash_loop_window_ms", p.crash_loop_window_ms)?;
+        Ok(d)
+    }
+
+    /// A copy with the given fields changed (same keywords as the constructor).
+    #[pyo3(signature = (**changes))]
+    fn replace(&self, changes: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut p = self.inner;
+        if let Some(ch) = changes {
+            for (k, v) in ch.iter() {
+                let key: String = k.extract()?;
+                match key.as_str() {
+                    "mode" => p.mode = parse_mode(&v)?,
+                    "max_restarts" => p.max_restarts = int_arg(&key, &v, U32)? as u32,
+                    "startup_max_restarts" => {
+                        p.startup_max_restarts = int_arg(&key, &v, U32)? as u32
+                    }
+                    "startup_grace" => p.startup_grace_ms = secs_to_ms(&key, &v)?,
+                    "initial_delay" => p.initial_delay_ms = secs_to_ms(&key, &v)?,
+                    "max_delay" => p.max_delay_ms = secs_to_ms(&key, &v)?,
+                    "reset_after" => p.reset_after_ms = secs_to_ms(&key, &v)?,
+                    "crash_loop_limit" => p.crash_loop_limit = int_arg(&key, &v, U32)? as u32,
+                    "crash_loop_window" => p.crash_loop_window_ms = secs_to_ms(&key, &v)?,
+                    other => {
+                        return Err(PyTypeError::new_err(format!(
+                            "RestartPolicy has no field {}",
+                            repr_str(other)
+                        )))
+                    }
+                }
+            }
+        }
+        Self::checked(p)
+    }
+
+    /// The restart mode (a ``devrig.RestartMode``).
+    #[getter]
+    fn mode(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(member(py, &enums(py)?.mode, mode_value(self.inner.mode)))
+    }
+    /// Restarts allowed before giving up (0: never restart).
+    #[getter]
+    fn max_restarts(&self) -> u32 {
+        self.inner.max_restarts
+    }
+    /// Consecutive startup failures allowed before giving up.
+    #[getter]
+    fn startup_max_restarts(&self) -> u32 {
+        self.inner.startup_max_restarts
+    }
+    /// Seconds: a run shorter than this is a startup failure.
+    #[getter]
+    fn startup_grace(&self) -> f64 {
+        self.inner.startup_grace_ms as f64 / 1000.0
+    }
+    /// Seconds: the first backoff delay (before jitter).
+    #[getter]
+    fn initial_delay(&self) -> f64 {
+        self.inner.initial_delay_ms as f64 / 1000.0
+    }
+    /// Seconds: the largest backoff delay.
+    #[getter]
+    fn max_delay(&self) -> f64 {
+        self.inner.max_delay_ms as f64 / 1000.0
+    }
+    /// Seconds: a run at least this long resets the restart counters.
+    #[getter]
+    fn reset_after(&self) -> f64 {
+        self.inner.reset_after_ms as f64 / 1000.0
+    }
+    /// Restartable exits inside the window that make the supervisor give up (0: off).
+    #[getter]
+    fn crash_loop_limit(&self) -> u32 {
+        self.inner.crash_loop_limit
+    }
+    /// Seconds: the crash-loop window.
+    #[getter]
+    fn crash_loop_window(&self) -> f64 {
+        self.inner.crash_loop_window_ms as f64 / 1000.0
+    }
+    #[getter]
+    fn startup_grace_ms(&self) -> u64 {
+        self.inner.startup_grace_ms
+    }
+    #[getter]
+    fn initial_delay_ms(&self) -> u64 {
+        self.inner.initial_delay_ms
+    }
+    #[getter]
+    fn max_delay_ms(&self) -> u64 {
+        self.inner.max_delay_ms
+    }
+    #[getter]
+    fn reset_after_ms(&self) -> u64 {
+        self.inner.reset_after_ms
+    }
+    #[getter]
+    fn crash_loop_window_ms(&self) -> u64 {
+        self.inner.crash_loop_window_ms
+    }
+
+    fn __repr__(&self) -> String {
+        let p = &self.inner;
+        let mode = match p.mode {
+            devrig::RestartMode::OnFailure => "ON_FAILURE",
+            devrig::RestartMode::Always => "ALWAYS",
+            devrig::RestartMode::Never => "NEVER",
+        };
+        format!(
+            "RestartPolicy(mode=RestartMode.{mode}, max_restarts={}, startup_max_restarts={}, \
+             startup_grace={}, initial_delay={}, max_delay={}, reset_after={}, \
+             crash_loop_limit={}, crash_loop_window={})",
+            p.max_restarts,
+            p.startup_max_restarts,
+            secs_repr(p.startup_grace_ms),
+            secs_repr(p.initial_delay_ms),
+            secs_repr(p.max_delay_ms),
+            secs_repr(p.reset_after_ms),
+            p.crash_loop_limit,
+            secs_repr(p.crash_loop_window_ms),
+        )
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let p = slf.get();
+        let args = (
+            p.mode(py)?,
+            p.inner.max_restarts,
+            p.inner.startup_max_restarts,
+            p.startup_grace(),
+            p.initial_delay(),
+            p.max_delay(),
+            p.reset_after(),
+            p.inner.crash_loop_limit,
+            p.crash_loop_window(),
+        );
+        (slf.get_type(), args).into_pyobject(py)
+    }
+}
+
+fn secs_repr(ms: u64) -> String {
+    let s = ms as f64 / 1000.0;
+    if s.fract() == 0.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s}")
+    }
+}
+
+// ------------------------------------------------------ LogLine and Event
+
+/// One log line (or multiline entry) of a supervised service.
+///
+/// ``text`` is the line decoded as UTF-8 (invalid bytes replaced), ``data``
+/// the bytes exactly as the child wrote them (no trailing newline).
+#[pyclass(frozen, freelist = 256, module = "devrig", name = "LogLine")]
+struct LogLine {
+    service: Py<PyString>,
+    text: Py<PyString>,
+    data: Box<[u8]>,
+    stream: u32,
+    level: u32,
+    pid: u32,
+    timestamp_ms: i64,
+}
+
+#[pymethods]
+impl LogLine {
+    /// The service name.
+    #[getter]
+    fn service(&self, py: Python<'_>) -> Py<PyString> {
+        self.service.clone_ref(py)
+    }
+    /// The line as str (UTF-8, invalid bytes replaced by U+FFFD).
+    #[getter]
+    fn text(&self, py: Python<'_>) -> Py<PyString> {
+        self.text.clone_ref(py)
+    }
+    /// The raw bytes of the line, as the child wrote them.
+    #[getter]
+    fn data<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.data)
+    }
+    /// ``devrig.Stream.STDOUT`` or ``devrig.Stream.STDERR``.
+    #[getter]
+    fn stream(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(member(py, &enums(py)?.stream, self.stream))
+    }
+    /// The detected ``devrig.Level``.
+    #[getter]
+    fn level(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(member(py, &enums(py)?.level, self.level))
+    }
+    /// The pid of the child that wrote the line.
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    /// Wall-clock time the line was read, ms since the Unix epoch.
+    #[getter]
+    fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
+    }
+    fn __str__(&self, py: Python<'_>) -> Py<PyString> {
+        self.text.clone_ref(py)
+    }
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let e = enums(py)?;
+        Ok(format!(
+            "LogLine(service={}, stream={}, level={}, pid={}, timestamp_ms={}, text={})",
+            self.service.bind(py).repr()?,
+            member(py, &e.stream, self.stream).bind(py).str()?,
+            member(py, &e.level, self.level).bind(py).str()?,
+            self.pid,
+            self.timestamp_ms,
+            self.text.bind(py).repr()?,
+        ))
+    }
+}
+
+/// A state change of a supervised service (the fields of ``devrig_event``).
+#[pyclass(frozen, module = "devrig", name = "Event")]
+struct Event {
+    inner: devrig::Event,
+}
+
+#[pymethods]
+impl Event {
+    /// The ``devrig.EventKind``.
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(member(py, &enums(py)?.event, self.inner.kind as u32))
+    }
+    #[getter]
+    fn service(&self) -> &str {
+        &self.inner.service
+    }
+    /// The child concerned, 0 when there is none (e.g. BACKOFF).
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+    /// EXITED/STOPPED/FAILED: the last exit code, -1 after a signal.
+    #[getter]
+    fn exit_code(&self) -> i32 {
+        self.inner.exit_code
+    }
+    /// EXITED/STOPPED/FAILED: the terminating signal, 0 if none.
+    #[getter]
+    fn signal(&self) -> i32 {
+        self.inner.signal
+    }
+    /// Restarts performed so far (BACKOFF: the number of the coming restart).
+    #[getter]
+    fn restart_count(&self) -> u32 {
+        self.inner.restart_count
+    }
+    /// BACKOFF: the delay before the restart, in ms.
+    #[getter]
+    fn delay_ms(&self) -> u64 {
+        self.inner.delay_ms
+    }
+    /// EXITED: how long the child ran, in ms.
+    #[getter]
+    fn runtime_ms(&self) -> u64 {
+        self.inner.runtime_ms
+    }
+    /// Human-readable detail ("" when there is nothing to add).
+    #[getter]
+    fn message(&self) -> &str {
+        &self.inner.message
+    }
+    /// Wall-clock time of the event, ms since the Unix epoch.
+    #[getter]
+    fn timestamp_ms(&self) -> i64 {
+        self.inner.timestamp_ms
+    }
+    /// True for STOPPED and FAILED: the last event of a run.
+    #[getter]
+    fn is_terminal(&self) -> bool {
+        self.inner.kind.is_terminal()
+    }
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let e = &self.inner;
+        let mut s = format!(
+            "Event({}, service={}",
+            self.kind(py)?.bind(py).str()?,
+            repr_str(&e.service)
+        );
+        if e.pid != 0 {
+            s.push_str(&format!(", pid={}", e.pid));
+        }
+        use devrig::EventKind as K;
+        if matches!(e.kind, K::Exited | K::Stopped | K::Failed) {
+            s.push_str(&format!(", exit_code={}, signal={}", e.exit_code, e.signal));
+        }
+        if e.kind == K::Exited {
+            s.push_str(&format!(", runtime_ms={}", e.runtime_ms));
+        }
+        if e.kind == K::Backoff {
+            s.push_str(&format!(", delay_ms={}", e.delay_ms));
+        }
+        s.push_str(&format!(", restart_count={}", e.restart_count));
+        if !e.message.is_empty() {
+            s.push_str(&format!(", message={}", repr_str(&e.message)));
+        }
+        s.push(')');
+        Ok(s)
+    }
+}
+
+/// How a run ended. ``kind`` is ``OutcomeKind.NONE`` until it has ended.
+#[pyclass(frozen, module = "devrig", name = "Outcome")]
+struct Outcome {
+    inner: devrig::Outcome,
+}
+
+#[pymethods]
+impl Outcome {
+    /// ``devrig.OutcomeKind``: NONE, COMPLETED, CANCELLED or FAILED.
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(member(py, &enums(py)?.outcome, self.inner.kind as u32))
+    }
+    /// The last exit code, -1 after a signal, 0 when the child never ran.
+    #[getter]
+    fn last_exit_code(&self) -> i32 {
+        self.inner.last_exit_code
+    }
+    /// The last terminating signal, 0 if none.
+    #[getter]
+    fn last_signal(&self) -> i32 {
+        self.inner.last_signal
+    }
+    /// Restarts performed.
+    #[getter]
+    fn restarts(&self) -> u32 {
+        self.inner.restarts
+    }
+    /// Why the run ended, in words.
+    #[getter]
+    fn message(&self) -> &str {
+        &self.inner.message
+    }
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let o = &self.inner;
+        Ok(format!(
+            "Outcome({}, last_exit_code={}, last_signal={}, restarts={}, message={})",
+            self.kind(py)?.bind(py).str()?,
+            o.last_exit_code,
+            o.last_signal,
+            o.restarts,
+            repr_str(&o.message)
+        ))
+    }
+}
+
+// ------------------------------------------------------------- Supervisor
+
+/// State shared between the Python object and the callbacks it installed.
+struct Shared {
+    service: Py<PyString>,
+    on_log: Mutex<Option<Py<PyAny>>>,
+    /// on_log receives a list of lines per batch instead of one line.
+    batch: bool,
+    on_event: Mutex<Option<Py<PyAny>>>,
+    /// The first exception raised by a callback, raised again by wait().
+    error: Mutex<Option<PyErr>>,
+    core: OnceLock<Weak<devrig::Supervisor>>,
+}
+
+impl Shared {
+    fn callback_failed(&self, err: PyErr, slot: &Mutex<Option<Py<PyAny>>>) {
+        // The callback that raised is not called again.
+        let old = lock(slot).take();
+        drop(old);
+        {
+            let mut e = lock(&self.error);
+            if e.is_none() {
+                *e = Some(err);
+            }
+        }
+        if let Some(core) = self.core.get().and_then(|w| w.upgrade()) {
+            let _ = core.cancel();
+        }
+    }
+
+    fn take_error(&self) -> Option<PyErr> {
+        lock(&self.error).take()
+    }
+
+    fn deliver_lines(&self, py: Python<'_>, lines: &[devrig::LogLine<'_>]) {
+        let Some(cb) = lock(&self.on_log).as_ref().map(|c| c.clone_ref(py)) else {
+            return;
+        };
+        let cb = cb.bind(py);
+        let make = |l: &devrig::LogLine<'_>| -> PyResult<Bound<'_, LogLine>> {
+            let raw = l.text();
+            let text = match std::str::from_utf8(raw) {
+                Ok(s) => PyString::new(py, s),
+                Err(_) => PyString::new(py, &String::from_utf8_lossy(raw)),
+            };
+            Bound::new(
+                py,
+                LogLine {
+                    service: self.service.clone_ref(py),
+                    text: text.unbind(),
+                    data: raw.into(),
+                    stream: l.stream as u32,
+                    level: l.level as u32,
+                    pid: l.pid,
+                    timestamp_ms: l.timestamp_ms,
+                },
+            )
+        };
+        let result: PyResult<()> = (|| {
+            if self.batch {
+                let list = PyList::empty(py);
+                for l in lines {
+                    list.append(make(l)?)?;
+                }
+                cb.call1((list,))?;
+            } else {
+                for l in lines {
+                    cb.call1((make(l)?,))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.callback_failed(e, &self.on_log);
+        }
+    }
+
+    fn deliver_event(&self, py: Python<'_>, ev: &devrig::Event) {
+        let cb = lock(&self.on_event).as_ref().map(|c| c.clone_ref(py));
+        if let Some(cb) = cb {
+            let r = Bound::new(py, Event { inner: ev.clone() })
+                .and_then(|obj| cb.bind(py).call1((obj,)).map(drop));
+            if let Err(e) = r {
+                self.callback_failed(e, &self.on_event);
+            }
+        }
+        if ev.kind.is_terminal() {
+            // Nothing follows a terminal event: break reference cycles now.
+            let a = lock(&self.on_log).take();
+            let b = lock(&self.on_event).take();
+            drop((a, b));
+        }
+    }
+}
+
+/// Supervises one service: ``/bin/sh -c COMMAND`` in its own process group,
+/// its output captured line by line, restarted by ``policy``, stopped
+/// gracefully (SIGTERM, then SIGKILL after ``stop_grace`` seconds).
+///
+/// A supervisor runs once: ``run()`` (blocking), or ``start()`` then
+/// ``wait()``; ``cancel()`` requests a stop from anywhere. Use it as a
+/// context manager (or call ``close()``) so that the service is stopped and
+/// reaped when you are done.
+#[pyclass(frozen, subclass, module = "devrig._devrig", name = "Supervisor")]
+struct Supervisor {
+    core: Arc<devrig::Supervisor>,
+    shared: Arc<Shared>,
+    name: String,
+    creator_pid: u32,
+    /// Started by `__enter__`: the next explicit start() is accepted once.
+    implicit_start: AtomicBool,
+}
+
+impl Supervisor {
+    fn check_fork(&self) -> PyResult<()> {
+        let me = std::process::id();
+        if me != self.creator_pid {
+            return Err(StateError::new_err(format!(
+                "Supervisor {} was created in process {} and cannot be used in forked child \
+                 process {me}; create a new Supervisor in the child",
+                repr_str(&self.name),
+                self.creator_pid
+            )));
+        }
+        Ok(())
+    }
+
+    fn start_impl(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_fork()?;
+        if self.implicit_start.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let core = self.core.clone();
+        py.detach(move || core.start()).map_err(to_py)
+    }
+
+    /// Waits for the end of the run in GIL-free slices, checking signals in
+    /// between. On a signal exception: stop, reap, re-raise.
+    fn wait_impl(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<()> {
+        self.check_fork()?;
+        let deadline = timeout.map(|t| Instant::now().checked_add(t));
+        let result = loop {
+            let slice = match deadline {
+                Some(Some(d)) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
+                _ => WAIT_SLICE,
+            };
+            let core = self.core.clone();
+            match py.detach(move || core.wait(Some(slice))) {
+                Err(devrig::Error::Timeout(_)) => {}
+                r => break r,
+            }
+            if let Err(sig) = py.check_signals() {
+                self.stop_and_reap(py);
+                return Err(sig);
+            }
+            if let Some(Some(d)) = deadline {
+                if Instant::now() >= d {
+                    return Err(PyTimeoutError::new_err(format!(
+                        "supervisor {} still running after {:.3} s",
+                        repr_str(&self.name),
+                        timeout.unwrap_or_default().as_secs_f64()
+                    )));
+                }
+            }
+        };
+        if let Some(e) = self.shared.take_error() {
+            return Err(e);
+        }
+        result.map_err(to_py)
+    }
+
+    fn stop_and_reap(&self, py: Python<'_>) {
+        let _ = self.core.cancel();
+        if self.core.is_started() {
+            let core = self.core.clone();
+            let _ = py.detach(move || core.wait(None));
+        }
+    }
+
+    fn close_impl(&self, py: Python<'_>, raise_callback_error: bool) -> PyResult<()> {
+        self.check_fork()?;
+        self.implicit_start.store(false, Ordering::SeqCst);
+        self.stop_and_reap(py);
+        match self.shared.take_error() {
+            Some(e) if raise_callback_error => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_callable(name: &str, obj: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+    match obj {
+        None => Ok(None),
+        Some(o) if o.is_none() => Ok(None),
+        Some(o) if o.is_callable() => Ok(Some(o.unbind())),
+        Some(o) => Err(PyTypeError::new_err(format!(
+            "{name} must be callable or None, got {} {}",
+            type_name(&o),
+            o.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+#[pymethods]
+impl Supervisor {
+    #[new]
+    #[pyo3(signature = (name, command, cwd=None, env=None, policy=None, state_dir=None,
+        stop_grace=None, on_log=None, on_event=None, *, multiline=true, max_line_bytes=None,
+        on_log_batch=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        command: &Bound<'_, PyAny>,
+        cwd: Option<&Bound<'_, PyAny>>,
+        env: Option<&Bound<'_, PyAny>>,
+        policy: Option<&Bound<'_, PyAny>>,
+        state_dir: Option<&Bound<'_, PyAny>>,
+        stop_grace: Option<&Bound<'_, PyAny>>,
+        on_log: Option<Bound<'_, PyAny>>,
+        on_event: Option<Bound<'_, PyAny>>,
+        multiline: bool,
+        max_line_bytes: Option<&Bound<'_, PyAny>>,
+        on_log_batch: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = str_arg("name", name)?;
+        let command = str_arg("command", command)?;
+        let mut cfg = devrig::Config::new(&name, &command).map_err(to_py)?;
+        if let Some(c) = cwd.filter(|c| !c.is_none()) {
+            cfg.working_dir = Some(path_arg("cwd", c)?);
+        }
+        if let Some(e) = env.filter(|e| !e.is_none()) {
+            let items = e.call_method0("items").map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "env must be a mapping of str to str, got {}",
+                    type_name(e)
+                ))
+            })?;
+            for item in items.try_iter()? {
+                let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+                let key = str_arg("env key", &k)?;
+                let value = match v.cast::<PyString>() {
+                    Ok(s) => s.to_cow()?.into_owned(),
+                    Err(_) => {
+                        return Err(PyTypeError::new_err(format!(
+                            "env value of {} must be a str, got {} {}",
+                            repr_str(&key),
+                            type_name(&v),
+                            v.repr()?
+                        )))
+                    }
+                };
+                devrig::supervisor::check_env(&key, &value).map_err(to_py)?;
+                let k = std::ffi::OsString::from(key);
+                match cfg.env.iter_mut().find(|(ek, _)| *ek == k) {
+                    Some(slot) => slot.1 = value.into(),
+                    None => cfg.env.push((k, value.into())),
+                }
+            }
+        }
+        if let Some(p) = policy.filter(|p| !p.is_none()) {
+            if let Ok(p) = p.cast::<RestartPolicy>() {
+                cfg.policy = p.get().inner;
+            } else if p.is_instance_of::<PyDict>() {
+                let cls = py.get_type::<RestartPolicy>();
+                cfg.policy = RestartPolicy::from_config(&cls, p)?.inner;
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "policy must be a devrig.RestartPolicy (or a config dict), got {}",
+                    type_name(p)
+                )));
+            }
+        }
+        if let Some(d) = state_dir.filter(|d| !d.is_none()) {
+            cfg.state_dir = Some(path_arg("state_dir", d)?);
+        }
+        if let Some(g) = stop_grace.filter(|g| !g.is_none()) {
+            cfg.stop_grace = secs_arg("stop_grace", g)?;
+        }
+        cfg.multiline = multiline;
+        if let Some(n) = max_line_bytes.filter(|n| !n.is_none()) {
+            let n = int_arg(
+                "max_line_bytes",
+                n,
+                devrig::supervisor::MAX_LINE_BYTES_LIMIT as u64,
+            )?;
+            if n == 0 {
+                return Err(PyValueError::new_err(format!(
+                    "max_line_bytes 0 is out of range (1..={})",
+                    devrig::supervisor::MAX_LINE_BYTES_LIMIT
+                )));
+            }
+            cfg.max_line_bytes = n as usize;
+        }
+        let on_log = check_callable("on_log", on_log)?;
+        let on_log_batch = check_callable("on_log_batch", on_log_batch)?;
+        let on_event = check_callable("on_event", on_event)?;
+        if on_log.is_some() && on_log_batch.is_some() {
+            return Err(PyValueError::new_err(
+                "pass on_log (one line per call) or on_log_batch (a list per call), not both",
+            ));
+        }
+        let batch = on_log_batch.is_some();
+        let has_log = on_log.is_some() || batch;
+        let has_event = on_event.is_some();
+
+        let core = Arc::new(devrig::Supervisor::new(cfg).map_err(to_py)?);
+        let shared = Arc::new(Shared {
+            service: PyString::new(py, &name).unbind(),
+            on_log: Mutex::new(on_log.or(on_log_batch)),
+            batch,
+            on_event: Mutex::new(on_event),
+            error: Mutex::new(None),
+            core: OnceLock::new(),
+        });
+        let _ = shared.core.set(Arc::downgrade(&core));
+        enums(py)?;
+        if has_log {
+            let sh = shared.clone();
+            core.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+                // None: the interpreter is finalizing; drop the lines.
+                let _ = Python::try_attach(|py| sh.deliver_lines(py, lines));
+            })))
+            .map_err(to_py)?;
+        }
+        if has_log || has_event {
+            let sh = shared.clone();
+            core.on_event(Some(Box::new(move |ev: &devrig::Event| {
+                let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
+            })))
+            .map_err(to_py)?;
+        }
+        Ok(Supervisor {
+            core,
+            shared,
+            name,
+            creator_pid: std::process::id(),
+            implicit_start: AtomicBool::new(false),
+        })
+    }
+
+    /// The service name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the service until the run ends: blocks with the GIL released.
+    ///
+    /// Ctrl-C (or any exception raised by a signal handler) stops the
+    /// service, waits until it is reaped, then raises. Raises SpawnError if
+    /// the first spawn failed, StateError if already started, and re-raises
+    /// an exception raised by a callback (after the service has stopped).
+    fn run(&self, py: Python<'_>) -> PyResult<()> {
+        self.start_impl(py)?;
+        self.wait_impl(py, None)
+    }
+
+    /// Starts the run in the background; returns once the first spawn has
+    /// been attempted (SpawnError if it failed). A second call is a
+    /// StateError.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        self.start_impl(py)
+    }
+
+    /// Waits for the run to end (``timeout`` in seconds, None: forever).
+    /// Raises TimeoutError if it is still running after ``timeout``,
+    /// StateError if the run was never started, and the exception of a
+    /// callback, if one raised. Ctrl-C stops the service, then raises.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let t = match timeout {
+            Some(t) if !t.is_none() => Some(secs_arg("timeout", t)?),
+            _ => None,
+        };
+        self.wait_impl(py, t)
+    }
+
+    /// Requests a stop (SIGTERM, SIGKILL after stop_grace). Thread-safe and
+    /// idempotent; allowed before, during and after the run and from inside
+    /// a callback. Does not wait: call ``wait()`` (or use ``close()``).
+    fn cancel(&self) -> PyResult<()> {
+        self.check_fork()?;
+        self.core.cancel().map_err(to_py)
+    }
+
+    /// Stops the service (if running) and waits until it has been reaped.
+    /// Idempotent. Raises the exception of a callback, if one raised and it
+    /// has not been raised yet.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.close_impl(py, true)
+    }
+
+    /// The outcome of the run (kind NONE while it has not ended).
+    #[getter]
+    fn outcome(&self) -> PyResult<Outcome> {
+        self.check_fork()?;
+        Ok(Outcome {
+            inner: self.core.outcome(),
+        })
+    }
+
+    /// True once ``start()`` (or ``run()``) has been called.
+    #[getter]
+    fn started(&self) -> bool {
+        self.core.is_started()
+    }
+
+    /// True once the run has ended.
+    #[getter]
+    fn done(&self) -> bool {
+        self.core.is_done()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        let me = slf.get();
+        me.check_fork()?;
+        if !me.core.is_started() {
+            me.start_impl(slf.py())?;
+            me.implicit_start.store(true, Ordering::SeqCst);
+        }
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let in_flight = exc_type.is_some_and(|t| !t.is_none());
+        self.close_impl(py, !in_flight)?;
+        Ok(false)
+    }
+
+    /// Waits (GIL released, no signal checks) until the run has ended or
+    /// ``timeout`` passed; returns whether it has ended. Raises nothing
+    /// about the run itself. Used by ``run_async``.
+    #[pyo3(signature = (timeout=None))]
+    fn _wait_done(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        self.check_fork()?;
+        if !self.core.is_started() {
+            return Ok(false);
+        }
+        let core = self.core.clone();
+        let t = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        py.detach(move || {
+            let _ = core.wait(t);
+        });
+        Ok(self.core.is_done())
+    }
+
+    /// True in a process made by fork() from the one that created this handle.
+    fn _is_forked_copy(&self) -> bool {
+        std::process::id() != self.creator_pid
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if !self.core.is_started() {
+            "not started".to_string()
+        } else if !self.core.is_done() {
+            "running".to_string()
+        } else {
+            format!("done: {}", self.core.outcome().kind.as_str())
+        };
+        format!("<devrig.Supervisor {} ({state})>", repr_str(&self.name))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(g) = self.shared.on_log.try_lock() {
+            visit.call(g.as_ref())?;
+        }
+        if let Ok(g) = self.shared.on_event.try_lock() {
+            visit.call(g.as_ref())?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let a = lock(&self.shared.on_log).take();
+        let b = lock(&self.shared.on_event).take();
+        drop((a, b));
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // The core's Drop requests a stop and detaches the callbacks (and
+        // does nothing in a forked child). Drop our Arc last.
+        self.core.detach_callbacks();
+    }
+}
+
+// -------------------------------------------------------------- utilities
+
+/// Terminates ``pid`` and all its descendants: SIGTERM, then SIGKILL to
+/// survivors after ``grace`` seconds. Returns early once all are gone. A pid
+/// that does not exist is not an error.
+#[pyfunction]
+#[pyo3(signature = (pid, grace=None))]
+fn kill_tree(
+    py: Python<'_>,
+    pid: &Bound<'_, PyAny>,
+    grace: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let pid = pid_arg(pid)?;
+    let grace = match grace {
+        Some(g) if !g.is_none() => secs_arg("grace", g)?,
+        _ => Duration::from_secs(5),
+    };
+    py.detach(move || devrig::kill_tree(pid, grace))
+        .map_err(to_py)
+}
+
+/// The creation time of ``pid`` in ms since the Unix epoch, or None if
+/// there is no such process.
+#[pyfunction]
+fn proc_start_time_ms(pid: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    let pid = pid_arg(pid)?;
+    devrig::proc_start_time_ms(pid).map_err(to_py)
+}
+
+/// True if ``pid`` is alive and started at ``start_ms`` (0: unknown, then
+/// liveness alone decides). False for pids that cannot name a process.
+#[pyfunction]
+fn same_process(pid: &Bound<'_, PyAny>, start_ms: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if !pid.is_instance_of::<PyInt>() || pid.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "pid must be an int, got {}",
+            type_name(pid)
+        )));
+    }
+    if !start_ms.is_instance_of::<PyInt>() || start_ms.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "start_ms must be an int, got {}",
+            type_name(start_ms)
+        )));
+    }
+    let Ok(pid) = pid.extract::<i64>() else {
+        return Ok(false);
+    };
+    let Ok(start_ms) = start_ms.extract::<i64>() else {
+        return Ok(false);
+    };
+    if pid < 1 || pid > i32::MAX as i64 {
+        return Ok(false);
+    }
+    Ok(devrig::same_process(pid as u32, start_ms))
+}
+
+/// ``state_dir/devrig.pid`` (as str).
+#[pyfunction]
+fn _pid_file_path(state_dir: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    Ok(devrig::pid_file_path(&path_arg("state_dir", state_dir)?))
+}
+
+/// Creates ``state_dir`` if needed and writes this process's pid to
+/// ``state_dir/devrig.pid`` (atomically).
+#[pyfunction]
+fn write_pid_file(state_dir: &Bound<'_, PyAny>) -> PyResult<()> {
+    devrig::write_pid_file(&path_arg("state_dir", state_dir)?).map_err(to_py)
+}
+
+/// Removes ``state_dir/devrig.pid``; succeeds if it is already absent.
+#[pyfunction]
+fn remove_pid_file(state_dir: &Bound<'_, PyAny>) -> PyResult<()> {
+    devrig::remove_pid_file(&path_arg("state_dir", state_dir)?).map_err(to_py)
+}
+
+/// After a crash: kills the process tree of every service recorded in
+/// ``state_dir`` that is still the same process (pid + start time), and
+/// returns how many were reaped. FileNotFoundError if ``state_dir`` does not
+/// exist.
+#[pyfunction]
+#[pyo3(signature = (state_dir, grace=None))]
+fn reap_orphans(
+    py: Python<'_>,
+    state_dir: &Bound<'_, PyAny>,
+    grace: Option<&Bound<'_, PyAny>>,
+) -> PyResult<u32> {
+    let dir = path_arg("state_dir", state_dir)?;
+    let grace = match grace {
+        Some(g) if !g.is_none() => secs_arg("grace", g)?,
+        _ => Duration::from_secs(5),
+    };
+    py.detach(move || devrig::reap_orphans(&dir, grace))
+        .map_err(to_py)
+}
+
+#[pymodule]
+fn _devrig(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("CORE_VERSION", devrig::VERSION)?;
+    m.add("SpawnError", py.get_type::<SpawnError>())?;
+    m.add("StateError", py.get_type::<StateError>())?;
+    m.add_class::<RestartPolicy>()?;
+    m.add_class::<LogLine>()?;
+    m.add_class::<Event>()?;
+    m.add_class::<Outcome>()?;
+    m.add_class::<Supervisor>()?;
+    m.add_function(wrap_pyfunction!(kill_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(proc_start_time_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(same_process, m)?)?;
+    m.add_function(wrap_pyfunction!(_pid_file_path, m)?)?;
+    m.add_function(wrap_pyfunction!(write_pid_file, m)?)?;
+    m.add_function(wrap_pyfunction!(remove_pid_file, m)?)?;
+    m.add_function(wrap_pyfunction!(reap_orphans, m)?)?;
+    Ok(())
+}
