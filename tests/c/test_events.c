@@ -1,0 +1,631 @@
+/* test_events.c: the exact event sequence of every restart path, outcomes,
+ * backoff bounds and real delays, cancel in every state, stop escalation,
+ * escaped grandchildren and leftovers, free on a running handle. */
+#include "testlib.h"
+
+typedef struct {
+  recorder rec;
+  devrig_supervisor *sup;
+} fixture;
+
+static devrig_supervisor *make(fixture *f, const char *name, const char *cmd,
+                               devrig_restart_policy p) {
+  rec_init(&f->rec);
+  f->sup = devrig_new(name, cmd);
+  if (!f->sup) {
+    fprintf(stderr, "devrig_new(%s): %s\n", name, devrig_last_error());
+    return NULL;
+  }
+  if (devrig_set_policy(f->sup, &p) != DEVRIG_OK) {
+    fprintf(stderr, "devrig_set_policy(%s): %s\n", name, devrig_last_error());
+  }
+  devrig_set_stop_grace_ms(f->sup, 2000);
+  rec_attach(&f->rec, f->sup);
+  return f->sup;
+}
+
+static void done(fixture *f) {
+  devrig_free(f->sup);
+  rec_destroy(&f->rec);
+}
+
+static devrig_outcome outcome(fixture *f) {
+  devrig_outcome o;
+  memset(&o, 0, sizeof o);
+  devrig_status st = devrig_outcome_get(f->sup, &o);
+  CHECK_EQ(st, DEVRIG_OK);
+  return o;
+}
+
+static void test_completed_on_failure_exit0(void) {
+  fixture f;
+  ASSERT(make(&f, "done0", "exit 0", fast_policy(DEVRIG_RESTART_ON_FAILURE)));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
+  CHECK_ONE_TERMINAL(&f.rec);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
+  CHECK_EQ(o.restarts, 0);
+  CHECK_EQ(o.last_exit_code, 0);
+  CHECK_EQ(o.last_signal, 0);
+  CHECK(strstr(o.message, "completed") != NULL);
+  /* event fields */
+  rec_event *e = f.rec.ev;
+  CHECK(e[0].pid > 0);
+  CHECK_EQ(e[1].pid, e[0].pid);
+  CHECK_EQ(e[2].pid, e[0].pid);
+  CHECK_EQ(e[2].exit_code, 0);
+  CHECK_EQ(e[2].signal, 0);
+  CHECK(strcmp(e[0].service, "done0") == 0);
+  int64_t now = wall_ms();
+  for (size_t i = 0; i < f.rec.nev; i++) {
+    CHECK(e[i].timestamp_ms > now - 60000 && e[i].timestamp_ms <= now + 1000);
+    if (i) CHECK(e[i].timestamp_ms >= e[i - 1].timestamp_ms);
+  }
+  CHECK_NO_SURVIVORS(&f.rec);
+  done(&f);
+}
+
+static void test_never_nonzero(void) {
+  fixture f;
+  ASSERT(make(&f, "never", "exit 3", fast_policy(DEVRIG_RESTART_NEVER)));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
+  CHECK_ONE_TERMINAL(&f.rec);
+  CHECK_EQ(f.rec.ev[2].exit_code, 3);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
+  CHECK_EQ(o.last_exit_code, 3);
+  CHECK_EQ(o.restarts, 0);
+  done(&f);
+}
+
+static void test_never_killed_by_signal(void) {
+  fixture f;
+  ASSERT(make(&f, "sig", "kill -9 $$", fast_policy(DEVRIG_RESTART_NEVER)));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
+  CHECK_EQ(f.rec.ev[2].exit_code, -1);
+  CHECK_EQ(f.rec.ev[2].signal, 9);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
+  CHECK_EQ(o.last_exit_code, -1);
+  CHECK_EQ(o.last_signal, 9);
+  done(&f);
+}
+
+static const char *THREE_RESTARTS =
+    "STARTED RUNNING EXITED BACKOFF STARTED RUNNING EXITED BACKOFF "
+    "STARTED RUNNING EXITED FAILED";
+
+static void test_always_restarts_exit0(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ALWAYS);
+  p.max_restarts = 2;
+  ASSERT(make(&f, "always", "exit 0", p));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, THREE_RESTARTS);
+  CHECK_ONE_TERMINAL(&f.rec);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
+  CHECK_EQ(o.restarts, 2);
+  CHECK_EQ(o.last_exit_code, 0);
+  CHECK(strstr(o.message, "restart budget") != NULL);
+  CHECK_NO_SURVIVORS(&f.rec);
+  done(&f);
+}
+
+static void test_restart_budget(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.max_restarts = 2;
+  ASSERT(make(&f, "budget", "echo hi; exit 7", p));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, THREE_RESTARTS);
+  CHECK_ONE_TERMINAL(&f.rec);
+  /* BACKOFF carries the number of the coming restart; pids differ per spawn */
+  int b0 = rec_wait_kind(&f.rec, DEVRIG_EVENT_BACKOFF, 0, 0);
+  int b1 = rec_wait_kind(&f.rec, DEVRIG_EVENT_BACKOFF, 1, 0);
+  ASSERT(b0 >= 0 && b1 >= 0);
+  CHECK_EQ(f.rec.ev[b0].restart_count, 1);
+  CHECK_EQ(f.rec.ev[b1].restart_count, 2);
+  int s0 = rec_wait_kind(&f.rec, DEVRIG_EVENT_STARTED, 0, 0);
+  int s1 = rec_wait_kind(&f.rec, DEVRIG_EVENT_STARTED, 1, 0);
+  int s2 = rec_wait_kind(&f.rec, DEVRIG_EVENT_STARTED, 2, 0);
+  CHECK(f.rec.ev[s0].pid != f.rec.ev[s1].pid && f.rec.ev[s1].pid != f.rec.ev[s2].pid);
+  CHECK_EQ(f.rec.ev[s0].restart_count, 0);
+  CHECK_EQ(f.rec.ev[s2].restart_count, 2);
+  int x = rec_wait_kind(&f.rec, DEVRIG_EVENT_EXITED, 2, 0);
+  CHECK_EQ(f.rec.ev[x].exit_code, 7);
+  int t = rec_wait_terminal(&f.rec, 0);
+  CHECK(strstr(f.rec.ev[t].message, "restart budget") != NULL);
+  CHECK_EQ(f.rec.ev[t].restart_count, 2);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
+  CHECK_EQ(o.restarts, 2);
+  CHECK_EQ(o.last_exit_code, 7);
+  CHECK_EQ(o.last_signal, 0);
+  CHECK(strstr(o.message, "restart budget") != NULL);
+  /* lines of each child arrive with that child's pid, before its EXITED */
+  CHECK_EQ(f.rec.nln, 3);
+  for (size_t i = 0; i < f.rec.nln && i < 3; i++) {
+    int st = rec_wait_kind(&f.rec, DEVRIG_EVENT_STARTED, (int)i, 0);
+    int ex = rec_wait_kind(&f.rec, DEVRIG_EVENT_EXITED, (int)i, 0);
+    CHECK_EQ(f.rec.ln[i].pid, f.rec.ev[st].pid);
+    CHECK(f.rec.ln[i].events_before > (size_t)st && f.rec.ln[i].events_before <= (size_t)ex);
+  }
+  done(&f);
+}
+
+static void test_max_restarts_zero(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.max_restarts = 0;
+  ASSERT(make(&f, "zero", "exit 1", p));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED FAILED");
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
+  CHECK_EQ(o.restarts, 0);
+  CHECK_EQ(o.last_exit_code, 1);
+  done(&f);
+}
+
+static void test_startup_failures(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.startup_grace_ms = 5000;
+  p.startup_max_restarts = 2;
+  ASSERT(make(&f, "startup", "exit 1", p));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, "STARTED EXITED BACKOFF STARTED EXITED BACKOFF STARTED EXITED FAILED");
+  CHECK_ONE_TERMINAL(&f.rec);
+  int t = rec_wait_terminal(&f.rec, 0);
+  CHECKF(strstr(f.rec.ev[t].message, "startup") != NULL, "message: %s", f.rec.ev[t].message);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
+  CHECK_EQ(o.restarts, 2);
+  CHECK(strstr(o.message, "startup") != NULL);
+  done(&f);
+}
+
+static void test_crash_loop(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.crash_loop_limit = 3;
+  p.crash_loop_window_ms = 60000;
+  ASSERT(make(&f, "loop", "exit 2", p));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, THREE_RESTARTS);
+  CHECK_ONE_TERMINAL(&f.rec);
+  int t = rec_wait_terminal(&f.rec, 0);
+  CHECKF(strstr(f.rec.ev[t].message, "crash loop") != NULL, "message: %s",
+         f.rec.ev[t].message);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
+  CHECK_EQ(o.restarts, 2);
+  CHECK(strstr(o.message, "crash loop") != NULL);
+  done(&f);
+}
+
+static void test_first_spawn_fails(void) {
+  fixture f;
+  ASSERT(make(&f, "nospawn", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_set_working_dir(f.sup, "/no/such/dir/devrig-test"), DEVRIG_OK);
+  CHECK_ERR(devrig_run(f.sup), DEVRIG_E_SPAWN, "/no/such/dir/devrig-test");
+  CHECK_KINDS(&f.rec, "SPAWN_FAILED FAILED");
+  CHECK_ONE_TERMINAL(&f.rec);
+  int t = rec_wait_terminal(&f.rec, 0);
+  CHECK(strstr(f.rec.ev[t].message, "/no/such/dir/devrig-test") != NULL);
+  CHECK(strstr(f.rec.ev[0].message, "/no/such/dir/devrig-test") != NULL);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
+  CHECK_EQ(o.restarts, 0);
+  CHECK(strstr(o.message, "/no/such/dir/devrig-test") != NULL);
+  CHECK_ST(devrig_wait(f.sup, 0), DEVRIG_E_SPAWN);
+  done(&f);
+
+  /* devrig_start reports it too, and devrig_wait returns the same status */
+  ASSERT(make(&f, "nospawn2", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_set_working_dir(f.sup, "/no/such/dir/devrig-test"), DEVRIG_OK);
+  CHECK_ST(devrig_start(f.sup), DEVRIG_E_SPAWN);
+  CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_E_SPAWN);
+  CHECK_KINDS(&f.rec, "SPAWN_FAILED FAILED");
+  done(&f);
+}
+
+static void test_workdir_removed_before_respawn(void) {
+  char *dir = temp_dir("devrig-wd");
+  char cmd[600];
+  /* The service removes its own working directory and fails. */
+  snprintf(cmd, sizeof cmd, "cd / && rmdir '%s' && exit 1", dir);
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.startup_grace_ms = 5000;
+  p.startup_max_restarts = 2;
+  ASSERT(make(&f, "wd", cmd, p));
+  CHECK_ST(devrig_set_working_dir(f.sup, dir), DEVRIG_OK);
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK); /* only the first spawn is an error */
+  CHECK_KINDS(&f.rec, "STARTED EXITED BACKOFF SPAWN_FAILED BACKOFF SPAWN_FAILED FAILED");
+  CHECK_ONE_TERMINAL(&f.rec);
+  int t = rec_wait_terminal(&f.rec, 0);
+  CHECKF(strstr(f.rec.ev[t].message, "startup") != NULL, "message: %s", f.rec.ev[t].message);
+  int sf = rec_wait_kind(&f.rec, DEVRIG_EVENT_SPAWN_FAILED, 0, 0);
+  CHECK(strstr(f.rec.ev[sf].message, dir) != NULL);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
+  CHECK(strstr(o.message, "startup") != NULL);
+  done(&f);
+  rm_rf(dir);
+  free(dir);
+}
+
+static void test_backoff_bounds_and_delays(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.initial_delay_ms = 150;
+  p.max_delay_ms = 400;
+  p.max_restarts = 3;
+  ASSERT(make(&f, "backoff", "exit 1", p));
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec,
+              "STARTED RUNNING EXITED BACKOFF STARTED RUNNING EXITED BACKOFF "
+              "STARTED RUNNING EXITED BACKOFF STARTED RUNNING EXITED FAILED");
+  /* capped = min(150 * 2^n, 400) with n = restarts so far: 150, 300, 400 */
+  uint64_t capped[3] = {150, 300, 400};
+  for (int i = 0; i < 3; i++) {
+    int b = rec_wait_kind(&f.rec, DEVRIG_EVENT_BACKOFF, i, 0);
+    int s = rec_wait_kind(&f.rec, DEVRIG_EVENT_STARTED, i + 1, 0);
+    ASSERT(b >= 0 && s > b);
+    uint64_t d = f.rec.ev[b].delay_ms;
+    CHECKF(d >= capped[i] / 2 && d <= capped[i], "backoff %d: delay %llu not in [%llu, %llu]",
+           i, (unsigned long long)d, (unsigned long long)capped[i] / 2,
+           (unsigned long long)capped[i]);
+    int64_t gap = f.rec.ev[s].mono_ms - f.rec.ev[b].mono_ms;
+    CHECKF(gap + 2 >= (int64_t)d, "backoff %d: next STARTED after %lld ms, delay %llu", i,
+           (long long)gap, (unsigned long long)d);
+    CHECKF(gap < (int64_t)d + slow(1000), "backoff %d: gap %lld ms for delay %llu", i,
+           (long long)gap, (unsigned long long)d);
+    CHECKF(strstr(f.rec.ev[b].message, "") != NULL, "%s", f.rec.ev[b].message);
+  }
+  done(&f);
+}
+
+static void test_cancel_latency(void) {
+  fixture f;
+  ASSERT(make(&f, "cancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
+  ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, slow(10000)) >= 0);
+  int64_t t0 = mono_ms();
+  CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
+  CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK); /* idempotent */
+  CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_OK);
+  int64_t took = mono_ms() - t0;
+  CHECKF(took < slow(1000), "cancel took %lld ms", (long long)took);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING STOPPING EXITED STOPPED");
+  CHECK_ONE_TERMINAL(&f.rec);
+  int x = rec_wait_kind(&f.rec, DEVRIG_EVENT_EXITED, 0, 0);
+  CHECK_EQ(f.rec.ev[x].signal, SIGTERM);
+  CHECK_EQ(f.rec.ev[x].exit_code, -1);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
+  CHECK_EQ(o.restarts, 0);
+  CHECK_EQ(o.last_signal, SIGTERM);
+  CHECK_EQ(o.last_exit_code, -1);
+  CHECK_NO_SURVIVORS(&f.rec);
+  done(&f);
+}
+
+static void test_cancel_before_run(void) {
+  fixture f;
+  ASSERT(make(&f, "early", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
+  int64_t t0 = mono_ms();
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK(mono_ms() - t0 < slow(1000));
+  CHECK(rec_wait_kind(&f.rec, DEVRIG_EVENT_STARTED, 0, 0) < 0);
+  CHECK(rec_wait_kind(&f.rec, DEVRIG_EVENT_SPAWN_FAILED, 0, 0) < 0);
+  ASSERT(f.rec.nev >= 1);
+  CHECK_EQ(f.rec.ev[f.rec.nev - 1].kind, DEVRIG_EVENT_STOPPED);
+  CHECK_ONE_TERMINAL(&f.rec);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
+  CHECK_EQ(o.restarts, 0);
+  CHECK_EQ(o.last_exit_code, 0);
+  CHECK_EQ(o.last_signal, 0);
+  done(&f);
+}
+
+static void test_cancel_during_backoff(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.initial_delay_ms = 20000;
+  p.max_delay_ms = 20000;
+  ASSERT(make(&f, "inbackoff", "exit 1", p));
+  CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
+  ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_BACKOFF, 0, slow(10000)) >= 0);
+  int64_t t0 = mono_ms();
+  CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
+  CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_OK);
+  CHECKF(mono_ms() - t0 < slow(500), "took %lld ms", (long long)(mono_ms() - t0));
+  CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED BACKOFF STOPPING STOPPED");
+  CHECK_ONE_TERMINAL(&f.rec);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
+  CHECK_EQ(o.restarts, 0);
+  CHECK_EQ(o.last_exit_code, 1);
+  done(&f);
+}
+
+static void test_sigterm_ignored_gets_sigkill(void) {
+  fixture f;
+  ASSERT(make(&f, "stubborn", "trap '' TERM; echo ready; sleep 30",
+              fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_set_stop_grace_ms(f.sup, 400), DEVRIG_OK);
+  CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
+  ASSERT(rec_wait_line(&f.rec, "ready", slow(10000)) >= 0);
+  int64_t t0 = mono_ms();
+  CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
+  CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_OK);
+  int64_t took = mono_ms() - t0;
+  CHECKF(took >= 380 && took < slow(3000), "stop took %lld ms (grace 400)", (long long)took);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING STOPPING EXITED STOPPED");
+  int x = rec_wait_kind(&f.rec, DEVRIG_EVENT_EXITED, 0, 0);
+  CHECK_EQ(f.rec.ev[x].signal, SIGKILL);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
+  CHECK_EQ(o.last_signal, SIGKILL);
+  CHECK_NO_SURVIVORS(&f.rec);
+  done(&f);
+}
+
+/* The pid printed after `prefix` in a recorded line, or 0. */
+static int line_pid(recorder *r, const char *prefix, int nth) {
+  int found = 0, seen = 0;
+  pthread_mutex_lock(&r->mu);
+  for (size_t i = 0; i < r->nln; i++) {
+    if (strncmp(r->ln[i].text, prefix, strlen(prefix)) == 0 && seen++ == nth) {
+      found = atoi(r->ln[i].text + strlen(prefix));
+      break;
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+  return found;
+}
+
+static void test_escaped_grandchild_at_stop(void) {
+  fixture f;
+  ASSERT(make(&f, "escape",
+              "(setsid sh -c 'echo esc $$; exec sleep 60' &); echo main; sleep 60",
+              fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
+  ASSERT(rec_wait_line(&f.rec, "esc ", slow(10000)) >= 0);
+  int esc = line_pid(&f.rec, "esc ", 0);
+  ASSERT(esc > 0);
+  proc_stat st;
+  CHECK(read_proc_stat(esc, &st) && st.sid == esc); /* really escaped */
+  int64_t t0 = mono_ms();
+  CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
+  CHECK_ST(devrig_wait(f.sup, slow(15000)), DEVRIG_OK);
+  CHECKF(mono_ms() - t0 < slow(3000), "stop took %lld ms", (long long)(mono_ms() - t0));
+  CHECKF(!pid_alive(esc), "escaped grandchild %d survived the stop", esc);
+  CHECK_NO_SURVIVORS(&f.rec);
+  CHECK_ONE_TERMINAL(&f.rec);
+  done(&f);
+}
+
+static void test_escaped_grandchild_holding_pipe(void) {
+  /* The main process exits at once; an escaped grandchild keeps stdout
+   * open. The run must end promptly, with the grandchild stopped. */
+  fixture f;
+  ASSERT(make(&f, "holder", "(setsid sh -c 'echo esc $$; exec sleep 60' &); sleep 0.2; exit 0",
+              fast_policy(DEVRIG_RESTART_NEVER)));
+  int64_t t0 = mono_ms();
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  int64_t took = mono_ms() - t0;
+  CHECKF(took < slow(4000), "run took %lld ms", (long long)took);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
+  int esc = line_pid(&f.rec, "esc ", 0);
+  CHECK(esc > 0);
+  CHECKF(!pid_alive(esc), "escaped grandchild %d survived", esc);
+  CHECK_NO_SURVIVORS(&f.rec);
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
+  CHECK_EQ(o.last_exit_code, 0);
+  done(&f);
+}
+
+/* Leftovers: at each STARTED, every "bg PID" printed by earlier spawns must
+ * be dead already. */
+static int leftover_violations;
+static int leftovers_checked;
+
+static void leftover_hook(recorder *r, const devrig_event *e) {
+  if (e->kind != DEVRIG_EVENT_STARTED) return;
+  pthread_mutex_lock(&r->mu);
+  for (size_t i = 0; i < r->nln; i++) {
+    if (strncmp(r->ln[i].text, "bg ", 3) == 0) {
+      int pid = atoi(r->ln[i].text + 3);
+      leftovers_checked++;
+      if (pid_alive(pid)) {
+        fprintf(stderr, "leftover %d still alive at STARTED %u\n", pid, e->pid);
+        leftover_violations++;
+      }
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+}
+
+static void test_leftovers_stopped_before_restart(void) {
+  fixture f;
+  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
+  p.max_restarts = 2;
+  ASSERT(make(&f, "leftover",
+              "sleep 60 & echo bg $!; (setsid sh -c 'echo bg $$; exec sleep 60' &); "
+              "sleep 0.2; exit 1",
+              p));
+  leftover_violations = leftovers_checked = 0;
+  f.rec.on_event_hook = leftover_hook;
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK_KINDS(&f.rec, THREE_RESTARTS);
+  CHECK_EQ(leftover_violations, 0);
+  CHECK_EQ(leftovers_checked, 2 + 4); /* 2 at the 2nd STARTED, 4 at the 3rd */
+  for (int i = 0; i < 6; i++) {
+    int pid = line_pid(&f.rec, "bg ", i);
+    CHECKF(pid > 0 && !pid_alive(pid), "leftover %d (#%d) alive after the run", pid, i);
+  }
+  CHECK_NO_SURVIVORS(&f.rec);
+  done(&f);
+}
+
+/* cancel (and forbidden blocking calls) from inside a callback */
+static int cb_run_status = -1, cb_wait_status = -1, cb_cancel_status = -1;
+
+static void cancel_hook(recorder *r, const devrig_event *e) {
+  if (e->kind != DEVRIG_EVENT_RUNNING) return;
+  devrig_supervisor *s = (devrig_supervisor *)r->hook_data;
+  cb_run_status = devrig_run(s);
+  cb_wait_status = devrig_wait(s, 100);
+  cb_cancel_status = devrig_cancel(s);
+}
+
+static void test_cancel_from_callback(void) {
+  fixture f;
+  ASSERT(make(&f, "cbcancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  f.rec.on_event_hook = cancel_hook;
+  f.rec.hook_data = f.sup;
+  int64_t t0 = mono_ms();
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  CHECK(mono_ms() - t0 < slow(3000));
+  CHECK_EQ(cb_run_status, DEVRIG_E_STATE);
+  CHECK_EQ(cb_wait_status, DEVRIG_E_STATE);
+  CHECK_EQ(cb_cancel_status, DEVRIG_OK);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING STOPPING EXITED STOPPED");
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
+  CHECK_NO_SURVIVORS(&f.rec);
+  done(&f);
+}
+
+static devrig_supervisor *volatile g_sig_sup;
+static volatile sig_atomic_t g_sig_status = -1;
+
+static void on_sigusr1(int sig) {
+  (void)sig;
+  g_sig_status = devrig_cancel(g_sig_sup);
+}
+
+static void test_cancel_from_signal_handler(void) {
+  fixture f;
+  ASSERT(make(&f, "sigcancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigusr1;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, &old);
+  g_sig_sup = f.sup;
+  g_sig_status = -1;
+  CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
+  ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, slow(10000)) >= 0);
+  int64_t t0 = mono_ms();
+  raise(SIGUSR1);
+  CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_OK);
+  CHECK(mono_ms() - t0 < slow(3000));
+  CHECK_EQ(g_sig_status, DEVRIG_OK);
+  CHECK_KINDS(&f.rec, "STARTED RUNNING STOPPING EXITED STOPPED");
+  devrig_outcome o = outcome(&f);
+  CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
+  sigaction(SIGUSR1, &old, NULL);
+  CHECK_NO_SURVIVORS(&f.rec);
+  done(&f);
+}
+
+static void test_free_running_handle(void) {
+  fixture f;
+  ASSERT(make(&f, "freeme", "sleep 30 & sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
+  int s = rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, slow(10000));
+  ASSERT(s >= 0);
+  int pid = (int)f.rec.ev[0].pid;
+  int64_t t0 = mono_ms();
+  devrig_free(f.sup); /* stops it and waits for the run to end */
+  CHECK(mono_ms() - t0 < slow(3000));
+  CHECK(!pid_alive(pid));
+  CHECK_EQ(pgrp_live_members(pid), 0);
+  /* no child of ours is left unreaped */
+  CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
+  rec_destroy(&f.rec);
+}
+
+/* devrig_free from inside a callback: no further callback, the run ends in
+ * the background and leaves nothing alive. */
+static void free_hook(recorder *r, const devrig_event *e) {
+  if (e->kind == DEVRIG_EVENT_RUNNING) devrig_free((devrig_supervisor *)r->hook_data);
+}
+
+static void test_free_from_callback(void) {
+  fixture f;
+  ASSERT(make(&f, "cbfree", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  f.rec.on_event_hook = free_hook;
+  f.rec.hook_data = f.sup;
+  CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
+  ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, slow(10000)) >= 0);
+  int pid = (int)f.rec.ev[0].pid;
+  CHECKF(wait_pid_gone(pid, slow(10000)), "child %d still alive", pid);
+  int64_t deadline = mono_ms() + slow(5000);
+  while (pgrp_live_members(pid) > 0 && mono_ms() < deadline) sleep_ms(10);
+  CHECK_EQ(pgrp_live_members(pid), 0);
+  sleep_ms(200); /* nothing more may arrive; give it a chance to */
+  pthread_mutex_lock(&f.rec.mu);
+  size_t n = f.rec.nev;
+  pthread_mutex_unlock(&f.rec.mu);
+  CHECK_EQ(n, 2); /* STARTED RUNNING, nothing after the free */
+  rec_destroy(&f.rec);
+}
+
+static void test_env_and_working_dir(void) {
+  fixture f;
+  char *dir = temp_dir("devrig-cwd");
+  ASSERT(make(&f, "envwd", "echo \"$FOO|$BAR|$(pwd)\"; exec 3</dev/null; read x; echo \"read=$?\"",
+              fast_policy(DEVRIG_RESTART_NEVER)));
+  CHECK_ST(devrig_set_env(f.sup, "FOO", "one"), DEVRIG_OK);
+  CHECK_ST(devrig_set_env(f.sup, "BAR", "two"), DEVRIG_OK);
+  CHECK_ST(devrig_set_env(f.sup, "FOO", "three"), DEVRIG_OK); /* replaces */
+  CHECK_ST(devrig_set_working_dir(f.sup, dir), DEVRIG_OK);
+  CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
+  ASSERT(f.rec.nln == 2);
+  char want[600];
+  snprintf(want, sizeof want, "three|two|%s", dir);
+  CHECKF(strcmp(f.rec.ln[0].text, want) == 0, "got \"%s\" want \"%s\"", f.rec.ln[0].text, want);
+  CHECK(strcmp(f.rec.ln[1].text, "read=1") == 0); /* stdin is /dev/null: EOF */
+  done(&f);
+  rm_rf(dir);
+  free(dir);
+}
+
+int main(void) {
+  RUN(test_completed_on_failure_exit0);
+  RUN(test_never_nonzero);
+  RUN(test_never_killed_by_signal);
+  RUN(test_always_restarts_exit0);
+  RUN(test_restart_budget);
+  RUN(test_max_restarts_zero);
+  RUN(test_startup_failures);
+  RUN(test_crash_loop);
+  RUN(test_first_spawn_fails);
+  RUN(test_workdir_removed_before_respawn);
+  RUN(test_backoff_bounds_and_delays);
+  RUN(test_cancel_latency);
+  RUN(test_cancel_before_run);
+  RUN(test_cancel_during_backoff);
+  RUN(test_sigterm_ignored_gets_sigkill);
+  RUN(test_escaped_grandchild_at_stop);
+  RUN(test_escaped_grandchild_holding_pipe);
+  RUN(test_leftovers_stopped_before_restart);
+  RUN(test_cancel_from_callback);
+  RUN(test_cancel_from_signal_handler);
+  RUN(test_free_running_handle);
+  RUN(test_free_from_callback);
+  RUN(test_env_and_working_dir);
+  return test_summary();
+}
