@@ -1,0 +1,153 @@
+"""Log lines: integrity, partial lines, multiline, streams, levels, bytes."""
+
+import sys
+import time
+
+import pytest
+
+import devrig
+from devrig import EventKind as K
+from devrig import Level, Stream
+
+from conftest import fast_policy
+
+NEVER = fast_policy(mode="never")
+
+
+def run_logs(rec, cmd, batch=False, **kw):
+    kw.setdefault("policy", NEVER)
+    if batch:
+        kw["on_log_batch"] = rec.on_log_batch
+    else:
+        kw["on_log"] = rec.on_log
+    sup = devrig.Supervisor("logs", cmd, on_event=rec.on_event, **kw)
+    sup.run()
+    return sup
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["on_log", "on_log_batch"])
+def test_100k_numbered_lines_in_order(rec, batch):
+    n = 100_000
+    run_logs(rec, f"seq 1 {n}", batch=batch)
+    texts = rec.texts()
+    assert len(texts) == n
+    assert texts == [str(i) for i in range(1, n + 1)]
+    assert all(l.stream is Stream.STDOUT for l in rec.lines[:100])
+
+
+def test_both_streams_in_order_each(rec):
+    run_logs(rec, "for i in $(seq 1 2000); do echo out$i; echo err$i >&2; done")
+    out = [l.text for l in rec.lines if l.stream is Stream.STDOUT]
+    err = [l.text for l in rec.lines if l.stream is Stream.STDERR]
+    assert out == [f"out{i}" for i in range(1, 2001)]
+    assert err == [f"err{i}" for i in range(1, 2001)]
+
+
+def test_line_fields(rec):
+    run_logs(rec, "echo hello; echo 'ERROR broke' >&2")
+    started = rec.events[0]
+    out, err = rec.lines
+    assert out.text == "hello" and out.data == b"hello"
+    assert out.stream is Stream.STDOUT and err.stream is Stream.STDERR
+    assert out.service == "logs"
+    assert out.pid == started.pid
+    assert abs(out.timestamp_ms - time.time() * 1000) < 60_000
+    assert err.level is Level.ERROR
+    assert str(out) == "hello"
+    r = repr(err)
+    assert r.startswith("LogLine(") and "Stream.STDERR" in r and "'ERROR broke'" in r
+
+
+@pytest.mark.parametrize(
+    "word,level",
+    [("ERROR", Level.ERROR), ("WARN", Level.WARN), ("INFO", Level.INFO),
+     ("DEBUG", Level.DEBUG), ("TRACE", Level.TRACE), ("plain", Level.UNKNOWN)],
+)
+def test_levels(rec, word, level):
+    run_logs(rec, f"echo '{word} something'")
+    assert rec.lines[0].level is level
+
+
+def test_partial_last_line_at_end_of_stream(rec):
+    run_logs(rec, "printf 'one\\ntwo'")
+    assert rec.texts() == ["one", "two"]
+
+
+def test_partial_line_flushed_after_idle(rec):
+    # The child stays alive; the partial line must arrive after ~250 ms.
+    sup = devrig.Supervisor("logs", "printf 'prompt> '; sleep 30", policy=NEVER,
+                            on_log=rec.on_log, on_event=rec.on_event)
+    with sup:
+        t0 = time.monotonic()
+        line = rec.wait_line(lambda l: True, timeout=10)
+        assert line.text == "prompt> "
+        assert time.monotonic() - t0 < 5
+        assert K.EXITED not in rec.kinds()
+
+
+def test_crlf_trailing_cr_dropped(rec):
+    run_logs(rec, "printf 'a\\r\\nb\\r\\n'")
+    assert rec.texts() == ["a", "b"]
+
+
+def test_multiline_grouping(rec):
+    run_logs(rec, "printf 'Traceback:\\n  frame 1\\n\\tframe 2\\nnext\\n'")
+    assert rec.texts() == ["Traceback:\n  frame 1\n\tframe 2", "next"]
+
+
+def test_multiline_off(rec):
+    run_logs(rec, "printf 'Traceback:\\n  frame 1\\nnext\\n'", multiline=False)
+    assert rec.texts() == ["Traceback:", "  frame 1", "next"]
+
+
+def test_long_line_split_at_max_line_bytes(rec):
+    run_logs(rec, "head -c 10000 /dev/zero | tr '\\0' a; echo; echo after",
+             max_line_bytes=4096)
+    lens = [len(t) for t in rec.texts()]
+    assert lens == [4096, 4096, 1808, 5]
+    assert "".join(rec.texts()[:3]) == "a" * 10000
+
+
+def test_invalid_utf8_decoded_leniently_raw_bytes_kept(rec):
+    run_logs(rec, "printf 'caf\\303\\251 \\377x\\n'")
+    (line,) = rec.lines
+    assert line.data == b"caf\xc3\xa9 \xffx"
+    assert line.text == "café \ufffdx"
+
+
+def test_all_lines_arrive_before_exited(rec):
+    run_logs(rec, "seq 1 5000; echo last >&2; exit 2", policy=fast_policy(max_restarts=0))
+    idx_exited = next(i for i, x in enumerate(rec.timeline)
+                      if isinstance(x, devrig.Event) and x.kind == K.EXITED)
+    n_lines_before = sum(1 for x in rec.timeline[:idx_exited] if isinstance(x, devrig.LogLine))
+    assert n_lines_before == 5001
+
+
+def test_env_overlay_and_cwd(rec, tmp_path):
+    run_logs(rec, 'echo "$DEVRIG_T1 $DEVRIG_T2"; pwd; echo "${HOME:+home-inherited}"',
+             env={"DEVRIG_T1": "a b", "DEVRIG_T2": "2"}, cwd=str(tmp_path))
+    assert rec.texts() == ["a b 2", str(tmp_path), "home-inherited"] or \
+        rec.texts()[:2] == ["a b 2", str(tmp_path)]
+
+
+def test_cwd_accepts_pathlike(rec, tmp_path):
+    run_logs(rec, "pwd", cwd=tmp_path)
+    assert rec.texts() == [str(tmp_path)]
+
+
+def test_stdin_is_dev_null(rec):
+    run_logs(rec, "cat; echo eof")
+    assert rec.texts() == ["eof"]
+
+
+def test_slow_consumer_loses_nothing(rec):
+    # A consumer slower than the child: backpressure, nothing lost.
+    got = []
+
+    def slow(batch):
+        got.extend(l.text for l in batch)
+        time.sleep(0.002)
+
+    sup = devrig.Supervisor("logs", "seq 1 50000", policy=NEVER, on_log_batch=slow)
+    sup.run()
+    assert got == [str(i) for i in range(1, 50001)]
