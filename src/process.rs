@@ -197,8 +197,16 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
 
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
+        // Every bit set, not sigfillset(): glibc's sigfillset leaves out its
+        // internal signals (32, 33), and its posix_spawn then sets those to
+        // SIG_IGN in the child, so every service would start with them
+        // ignored (SigIgn 0x180000000), not with default dispositions.
         let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
+        std::ptr::write_bytes(
+            &mut all as *mut libc::sigset_t as *mut u8,
+            0xff,
+            std::mem::size_of::<libc::sigset_t>(),
+        );
         cvt_nz(libc::posix_spawnattr_setsigmask(&mut objs.attr, &empty))?;
         cvt_nz(libc::posix_spawnattr_setsigdefault(&mut objs.attr, &all))?;
         cvt_nz(libc::posix_spawnattr_setpgroup(&mut objs.attr, 0))?;
