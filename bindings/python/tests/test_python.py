@@ -1,0 +1,468 @@
+"""Python-specific rules: Ctrl-C, exception re-raise, asyncio, the GIL,
+fork, interpreter shutdown, garbage collection, argument errors, reprs."""
+
+import asyncio
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+
+import devrig
+from devrig import EventKind as K
+from devrig import OutcomeKind
+
+from conftest import alive, fast_policy, group_members, wait_gone
+
+
+def python_child(code: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+def test_ctrl_c_stops_the_service_then_raises_keyboard_interrupt():
+    child = python_child("""
+        import sys, devrig
+        def on_event(ev):
+            if ev.kind == devrig.EventKind.RUNNING:
+                print(ev.pid, flush=True)
+        sup = devrig.Supervisor("svc", "trap 'exit 0' TERM; sleep 300 & wait",
+                                policy=devrig.RestartPolicy(startup_grace=0),
+                                on_event=on_event)
+        try:
+            sup.run()
+        except KeyboardInterrupt:
+            print("outcome", sup.outcome.kind.name, flush=True)
+            raise
+    """)
+    pid = int(child.stdout.readline())
+    assert alive(pid)
+    t0 = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert "KeyboardInterrupt" in err, err
+    assert child.returncode != 0
+    assert "outcome CANCELLED" in out
+    assert wait_gone(pid, 5)
+    assert group_members(pid) == []
+
+
+# ------------------------------------------------- exceptions in callbacks
+
+class Boom(Exception):
+    pass
+
+
+def test_exception_in_on_log_is_reraised_from_run_after_the_stop(rec):
+    def on_log(line):
+        raise Boom(line.text)
+
+    sup = devrig.Supervisor("boom", "echo first; exec sleep 60", policy=fast_policy(),
+                            on_log=on_log, on_event=rec.on_event)
+    t0 = time.monotonic()
+    with pytest.raises(Boom, match="first"):
+        sup.run()
+    assert time.monotonic() - t0 < 10
+    assert sup.done
+    assert sup.outcome.kind is OutcomeKind.CANCELLED
+    pid = rec.events[0].pid
+    assert not alive(pid)
+    assert rec.kinds()[-1] == K.STOPPED
+    # Raised once: a later wait() returns normally.
+    sup.wait()
+
+
+def test_exception_in_on_event_is_reraised_from_wait(rec):
+    def on_event(ev):
+        rec.on_event(ev)
+        if ev.kind == K.RUNNING:
+            raise Boom("event")
+
+    sup = devrig.Supervisor("boom2", "sleep 60", policy=fast_policy(), on_event=on_event)
+    sup.start()
+    with pytest.raises(Boom, match="event"):
+        sup.wait(timeout=10)
+    assert sup.outcome.kind is OutcomeKind.CANCELLED
+    assert not alive(rec.events[0].pid)
+
+
+def test_exception_in_on_log_batch_is_reraised_from_close():
+    def on_log_batch(lines):
+        raise Boom("batch")
+
+    sup = devrig.Supervisor("boom3", "echo x; sleep 60", policy=fast_policy(),
+                            on_log_batch=on_log_batch)
+    sup.start()
+    with pytest.raises(Boom):
+        # close() stops, reaps, then raises the pending exception.
+        deadline = time.monotonic() + 10
+        while not sup.done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sup.close()
+
+
+def test_exception_in_callback_inside_with_block():
+    def on_log(line):
+        raise Boom("ctx")
+
+    with pytest.raises(Boom):
+        with devrig.Supervisor("boom4", "echo x; sleep 60", on_log=on_log) as sup:
+            sup.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- asyncio
+
+def test_run_async_completes_and_returns():
+    lines = []
+
+    async def main():
+        sup = devrig.Supervisor("aio", "echo hi; exit 0", policy=fast_policy(),
+                                on_log=lines.append)
+        await sup.run_async()
+        return sup
+
+    sup = asyncio.run(main())
+    assert sup.outcome.kind is OutcomeKind.COMPLETED
+    assert [l.text for l in lines] == ["hi"]
+
+
+def test_run_async_cancellation_stops_and_reaps(rec):
+    async def main():
+        sup = devrig.Supervisor("aio2", "sleep 60", policy=fast_policy(),
+                                on_event=rec.on_event)
+        task = asyncio.create_task(sup.run_async())
+        # The event loop keeps running while the service runs.
+        ticks = 0
+        while not any(e.kind == K.RUNNING for e in list(rec.events)):
+            await asyncio.sleep(0.01)
+            ticks += 1
+            assert ticks < 2000
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return sup
+
+    sup = asyncio.run(main())
+    assert sup.done
+    assert sup.outcome.kind is OutcomeKind.CANCELLED
+    assert not alive(rec.events[0].pid)
+    assert rec.kinds()[-1] == K.STOPPED
+
+
+def test_run_async_raises_callback_exceptions_and_spawn_errors(tmp_path):
+    def on_log(line):
+        raise Boom("aio")
+
+    async def main():
+        sup = devrig.Supervisor("aio3", "echo x; sleep 60", on_log=on_log)
+        with pytest.raises(Boom):
+            await sup.run_async()
+        bad = devrig.Supervisor("aio4", "true", cwd=tmp_path / "nope")
+        with pytest.raises(devrig.SpawnError):
+            await bad.run_async()
+
+    asyncio.run(main())
+
+
+def test_many_concurrent_run_async():
+    async def main():
+        sups = [devrig.Supervisor(f"c{i}", f"exit 0", policy=fast_policy()) for i in range(10)]
+        await asyncio.gather(*(s.run_async() for s in sups))
+        return sups
+
+    assert all(s.outcome.kind is OutcomeKind.COMPLETED for s in asyncio.run(main()))
+
+
+# -------------------------------------------------------------------- GIL
+
+def test_gil_released_while_run_blocks(tmp_path):
+    flag = tmp_path / "flag"
+    counter = [0]
+
+    def worker():
+        # Pure-Python work: it only progresses if run() released the GIL.
+        while counter[0] < 200_000:
+            counter[0] += 1
+        flag.touch()
+
+    # The service ends only once the other Python thread made progress.
+    sup = devrig.Supervisor("gil", f"while [ ! -e {flag} ]; do sleep 0.01; done",
+                            policy=fast_policy(mode="never"))
+    t = threading.Thread(target=worker)
+    t.start()
+    sup.run()
+    t.join()
+    assert counter[0] == 200_000
+
+
+def test_gil_released_while_wait_blocks():
+    sup = devrig.Supervisor("gil2", "sleep 60", policy=fast_policy())
+    sup.start()
+    stop = threading.Event()
+    count = [0]
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    with pytest.raises(TimeoutError):
+        sup.wait(timeout=0.3)
+    stop.set()
+    t.join()
+    sup.close()
+    assert count[0] > 1000
+
+
+# ------------------------------------------------------------------- fork
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_gets_state_error_and_never_touches_parent_service(rec):
+    sup = devrig.Supervisor("forked", "sleep 60", policy=fast_policy(), on_event=rec.on_event)
+    sup.start()
+    pid = rec.wait_kind(K.RUNNING).pid
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        results = []
+        for call in (sup.cancel, sup.wait, sup.run, sup.start, sup.close,
+                     lambda: sup.outcome):
+            try:
+                call()
+                results.append("no error")
+            except devrig.StateError as e:
+                results.append("StateError" if "fork" in str(e) else "other:" + str(e))
+            except BaseException as e:  # noqa: BLE001
+                results.append(type(e).__name__)
+        del sup  # dropping in the child must not stop the parent's service
+        gc.collect()
+        os.write(w, ",".join(results).encode())
+        os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(child, 0)
+    data = os.read(r, 4096).decode()
+    os.close(r)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert data.split(",") == ["StateError"] * 6, data
+    # The parent's service is untouched.
+    assert alive(pid)
+    assert not sup.done
+    assert K.STOPPING not in rec.kinds()
+    sup.close()
+    assert not alive(pid)
+
+
+def test_multiprocessing_fork_child_raises_state_error():
+    import multiprocessing as mp
+
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError:
+        pytest.skip("no fork start method")
+    sup = devrig.Supervisor("mp", "sleep 60", policy=fast_policy())
+    sup.start()
+    q = ctx.Queue()
+
+    def use(q):
+        try:
+            sup.cancel()
+            q.put("no error")
+        except devrig.StateError as e:
+            q.put("StateError: " + str(e))
+
+    p = ctx.Process(target=use, args=(q,))
+    p.start()
+    msg = q.get(timeout=30)
+    p.join(30)
+    assert msg.startswith("StateError") and "fork" in msg
+    assert not sup.done
+    sup.close()
+
+
+# ------------------------------------------- interpreter shutdown, atexit
+
+def test_interpreter_exit_with_running_chatty_service_stops_it():
+    child = python_child("""
+        import devrig
+        def on_log(line):
+            pass
+        sup = devrig.Supervisor("chatty", "echo pid=$$; while :; do echo spam; done",
+                                on_log=on_log)
+        sup.start()
+        import time; time.sleep(0.3)
+        with open("/proc/self/stat") as f:
+            pass
+        print("exiting", flush=True)
+        # No close(): the atexit hook stops and reaps the service.
+    """)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert "exiting" in out
+    assert "Fatal" not in err and "panicked" not in err
+
+
+def test_interpreter_finalizing_while_library_threads_deliver_lines():
+    # Bypass the atexit stop so that library threads try to attach while the
+    # interpreter finalizes: Python::try_attach must make them back off.
+    for _ in range(3):
+        child = python_child("""
+            import devrig, time
+            n = [0]
+            def on_log(line):
+                n[0] += 1
+            sup = devrig.Supervisor("busy", "while :; do echo x; done", on_log=on_log)
+            devrig._live.discard(sup)
+            sup.start()
+            while n[0] < 1000:
+                time.sleep(0.001)
+            print("bye", flush=True)
+        """)
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        assert "bye" in out
+        assert "Fatal" not in err and "panicked" not in err
+
+
+# ----------------------------------------------------- garbage collection
+
+def test_reference_cycle_through_a_callback_is_collected():
+    class Holder:
+        pass
+
+    h = Holder()
+
+    def on_event(ev):
+        h.sup.cancel()
+
+    h.sup = devrig.Supervisor("cycle", "true", on_event=on_event)
+    ref = weakref.ref(h.sup)
+    del h, on_event
+    gc.collect()
+    assert ref() is None
+
+
+def test_callbacks_released_after_the_run():
+    class CB:
+        def __call__(self, ev):
+            pass
+
+    cb = CB()
+    ref = weakref.ref(cb)
+    sup = devrig.Supervisor("rel", "true", policy=fast_policy(), on_event=cb)
+    del cb
+    sup.run()
+    gc.collect()
+    assert ref() is None
+
+
+# ------------------------------------------------------- argument errors
+
+@pytest.mark.parametrize(
+    "kwargs,exc,needle",
+    [
+        (dict(name="a/b"), ValueError, "a/b"),
+        (dict(name=""), ValueError, "name"),
+        (dict(name=".."), ValueError, ".."),
+        (dict(name=5), TypeError, "name"),
+        (dict(command=""), ValueError, "command"),
+        (dict(command="   "), ValueError, "command"),
+        (dict(command="a\0b"), ValueError, "NUL"),
+        (dict(command=b"true"), TypeError, "command"),
+        (dict(env={"A=B": "x"}), ValueError, "A=B"),
+        (dict(env={"A": 1}), TypeError, "'A'"),
+        (dict(env={1: "x"}), TypeError, "env key"),
+        (dict(env=["A"]), TypeError, "env"),
+        (dict(cwd=5), TypeError, "cwd"),
+        (dict(cwd=""), ValueError, "cwd"),
+        (dict(state_dir=3.5), TypeError, "state_dir"),
+        (dict(stop_grace=-1), ValueError, "stop_grace"),
+        (dict(stop_grace="5"), TypeError, "stop_grace"),
+        (dict(stop_grace=float("inf")), ValueError, "stop_grace"),
+        (dict(policy="always"), TypeError, "policy"),
+        (dict(on_log=42), TypeError, "on_log"),
+        (dict(on_event="x"), TypeError, "on_event"),
+        (dict(max_line_bytes=0), ValueError, "max_line_bytes"),
+        (dict(max_line_bytes=-5), ValueError, "max_line_bytes"),
+        (dict(max_line_bytes=2**31), ValueError, "max_line_bytes"),
+        (dict(on_log=print, on_log_batch=print), ValueError, "on_log_batch"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, needle):
+    args = dict(name="ok", command="true")
+    args.update(kwargs)
+    with pytest.raises(exc) as e:
+        devrig.Supervisor(**args)
+    assert needle in str(e.value)
+
+
+def test_unusable_state_dir_is_reported_at_construction(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(OSError):
+        devrig.Supervisor("sd", "true", state_dir=f)
+
+
+def test_policy_as_config_dict_and_timedelta_durations():
+    import datetime
+
+    sup = devrig.Supervisor("cfg", "exit 1", policy={"policy": "never"},
+                            stop_grace=datetime.timedelta(seconds=1))
+    sup.run()
+    assert sup.outcome.kind is OutcomeKind.COMPLETED
+
+
+def test_wait_timeout_argument_errors():
+    sup = devrig.Supervisor("w", "true")
+    sup.run()
+    with pytest.raises(ValueError, match="timeout"):
+        sup.wait(timeout=-1)
+    with pytest.raises(TypeError, match="timeout"):
+        sup.wait(timeout="1")
+
+
+# ------------------------------------------------------- reprs and types
+
+def test_reprs_and_enums(rec):
+    sup = devrig.Supervisor("r", "exit 0", policy=fast_policy(), on_event=rec.on_event)
+    assert repr(sup) == "<devrig.Supervisor 'r' (not started)>"
+    assert sup.outcome.kind is OutcomeKind.NONE
+    assert sup.name == "r"
+    sup.run()
+    assert repr(sup) == "<devrig.Supervisor 'r' (done: completed)>"
+    assert repr(sup.outcome).startswith("Outcome(OutcomeKind.COMPLETED, last_exit_code=0")
+    ev = rec.events[0]
+    assert repr(ev).startswith("Event(EventKind.STARTED, service='r', pid=")
+    assert ev.kind is K.STARTED and ev.kind == 1 and isinstance(ev.kind, int)
+    assert [k.value for k in K][:8] == list(range(1, 9))
+    assert [k.name for k in devrig.Stream] == ["STDOUT", "STDERR"]
+    assert [int(k) for k in devrig.Level] == list(range(6))
+    assert [k.name for k in OutcomeKind] == ["NONE", "COMPLETED", "CANCELLED", "FAILED"]
+    assert rec.events[-1].is_terminal
+    for attr in ("kind", "service", "pid", "exit_code", "signal", "restart_count",
+                 "delay_ms", "runtime_ms", "message", "timestamp_ms"):
+        getattr(ev, attr)
+    with pytest.raises(AttributeError):
+        ev.pid = 3
+
+
+def test_package_metadata():
+    assert isinstance(devrig.__version__, str) and devrig.__version__
+    assert issubclass(devrig.SpawnError, OSError)
+    assert issubclass(devrig.StateError, RuntimeError)
+    import pathlib
+    pkg = pathlib.Path(devrig.__file__).parent
+    assert (pkg / "py.typed").exists()
+    assert (pkg / "__init__.pyi").exists()
+    for name in devrig.__all__:
+        assert hasattr(devrig, name), name
