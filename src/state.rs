@@ -220,8 +220,29 @@ impl StateWriter {
         })
     }
 
+    /// A writer for `state_dir`, without touching the disk: a directory
+    /// that cannot be created shows up as an error of `write`.
+    pub fn at(state_dir: &Path, service: &str) -> Self {
+        StateWriter {
+            path: record_path(state_dir, service),
+        }
+    }
+
+    /// Writes the record atomically, creating the directory again if it
+    /// has been removed.
     pub fn write(&self, record: &Record) -> Result<()> {
-        write_atomic(&self.path, record.encode().as_bytes())
+        let data = record.encode();
+        match write_atomic(&self.path, data.as_bytes()) {
+            Err(Error::NotFound(_)) => {
+                if let Some(dir) = self.path.parent() {
+                    fs::create_dir_all(dir).map_err(|e| {
+                        Error::io(format!("cannot create state directory {dir:?}"), e)
+                    })?;
+                }
+                write_atomic(&self.path, data.as_bytes())
+            }
+            r => r,
+        }
     }
 }
 

@@ -542,11 +542,12 @@ impl Run {
         let seed = (now_ms() as u64)
             ^ ((std::process::id() as u64) << 32)
             ^ (Arc::as_ptr(&inner) as usize as u64);
+        // Never dropped silently: a failing write is reported as a warning.
         let state = setup
             .config
             .state_dir
             .as_ref()
-            .and_then(|d| StateWriter::new(d, &setup.config.name).ok());
+            .map(|d| StateWriter::at(d, &setup.config.name));
         let record = Record {
             service: setup.config.name.clone(),
             boot_id: process::boot_id().to_string(),
