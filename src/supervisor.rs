@@ -659,6 +659,14 @@ impl Run {
                 return self.finish_cancelled();
             }
             let tag = process::new_tag_name();
+            if self.state.is_some() {
+                // Record the new tag before spawning: a host killed between
+                // the spawn and the child's first record still leaves
+                // reap_orphans the tag to find the child and its descendants.
+                self.record.pid = 0;
+                self.record.tag = tag.clone();
+                self.write_state(Phase::Starting);
+            }
             let spawned_at = Instant::now();
             let spawned = process::spawn(&process::SpawnSpec {
                 command: &self.cfg.command,
