@@ -11,9 +11,10 @@
 //! stored, the service is cancelled, and the exception is raised again on
 //! the caller's thread by `run()` / `wait()` / `close()`.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use pyo3::create_exception;
@@ -42,6 +43,8 @@ create_exception!(
 
 /// How long one GIL-free wait lasts before signals are checked.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// Capacity of the log queue of ``queue_logs=True``, in batches (reads).
+const LOG_QUEUE_BATCHES: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -622,72 +625,211 @@ fn secs_repr(ms: u64) -> String {
 
 // ------------------------------------------------------ LogLine and Event
 
-/// One log line (or multiline entry) of a supervised service.
-///
-/// ``text`` is the line decoded as UTF-8 (invalid bytes replaced), ``data``
-/// the bytes exactly as the child wrote them (no trailing newline).
-#[pyclass(frozen, freelist = 256, module = "devrig", name = "LogLine")]
-struct LogLine {
-    service: Py<PyString>,
-    text: Py<PyString>,
-    data: Box<[u8]>,
+/// Where one line sits in its batch's buffer, and what it carries.
+struct LineMeta {
+    start: usize,
+    end: usize,
     stream: u32,
     level: u32,
     pid: u32,
     timestamp_ms: i64,
 }
 
+/// The lines of one read, copied once into one buffer. Shared (by `Arc`)
+/// by the `LogBatch` and every `LogLine` made from it, so that making a
+/// line costs no allocation and no decoding until its text is read.
+struct BatchData {
+    service: Arc<str>,
+    buf: Vec<u8>,
+    lines: Vec<LineMeta>,
+}
+
+impl BatchData {
+    fn new(service: Arc<str>, lines: &[devrig::LogLine<'_>]) -> BatchData {
+        let total: usize = lines.iter().map(|l| l.text().len()).sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut metas = Vec::with_capacity(lines.len());
+        for l in lines {
+            let start = buf.len();
+            buf.extend_from_slice(l.text());
+            metas.push(LineMeta {
+                start,
+                end: buf.len(),
+                stream: l.stream as u32,
+                level: l.level as u32,
+                pid: l.pid,
+                timestamp_ms: l.timestamp_ms,
+            });
+        }
+        BatchData {
+            service,
+            buf,
+            lines: metas,
+        }
+    }
+
+    fn bytes(&self, i: usize) -> &[u8] {
+        let m = &self.lines[i];
+        &self.buf[m.start..m.end]
+    }
+
+    fn text<'py>(&self, py: Python<'py>, i: usize) -> Bound<'py, PyString> {
+        let raw = self.bytes(i);
+        match std::str::from_utf8(raw) {
+            Ok(s) => PyString::new(py, s),
+            Err(_) => PyString::new(py, &String::from_utf8_lossy(raw)),
+        }
+    }
+
+    fn line<'py>(self: &Arc<Self>, py: Python<'py>, i: usize) -> PyResult<Bound<'py, LogLine>> {
+        Bound::new(
+            py,
+            LogLine {
+                batch: self.clone(),
+                idx: i,
+            },
+        )
+    }
+}
+
+/// One log line (or multiline entry) of a supervised service. Immutable.
+///
+/// ``text`` is the line decoded as UTF-8 (invalid bytes replaced by U+FFFD),
+/// ``data`` the bytes exactly as the child wrote them (without the newline).
+#[pyclass(frozen, freelist = 1024, module = "devrig", name = "LogLine")]
+struct LogLine {
+    batch: Arc<BatchData>,
+    idx: usize,
+}
+
+impl LogLine {
+    fn meta(&self) -> &LineMeta {
+        &self.batch.lines[self.idx]
+    }
+}
+
 #[pymethods]
 impl LogLine {
     /// The service name.
     #[getter]
-    fn service(&self, py: Python<'_>) -> Py<PyString> {
-        self.service.clone_ref(py)
+    fn service<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, &self.batch.service)
     }
     /// The line as str (UTF-8, invalid bytes replaced by U+FFFD).
     #[getter]
-    fn text(&self, py: Python<'_>) -> Py<PyString> {
-        self.text.clone_ref(py)
+    fn text<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        self.batch.text(py, self.idx)
     }
     /// The raw bytes of the line, as the child wrote them.
     #[getter]
     fn data<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.data)
+        PyBytes::new(py, self.batch.bytes(self.idx))
     }
     /// ``devrig.Stream.STDOUT`` or ``devrig.Stream.STDERR``.
     #[getter]
     fn stream(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(member(py, &enums(py)?.stream, self.stream))
+        Ok(member(py, &enums(py)?.stream, self.meta().stream))
     }
     /// The detected ``devrig.Level``.
     #[getter]
     fn level(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(member(py, &enums(py)?.level, self.level))
+        Ok(member(py, &enums(py)?.level, self.meta().level))
     }
     /// The pid of the child that wrote the line.
     #[getter]
     fn pid(&self) -> u32 {
-        self.pid
+        self.meta().pid
     }
     /// Wall-clock time the line was read, ms since the Unix epoch.
     #[getter]
     fn timestamp_ms(&self) -> i64 {
-        self.timestamp_ms
+        self.meta().timestamp_ms
     }
-    fn __str__(&self, py: Python<'_>) -> Py<PyString> {
-        self.text.clone_ref(py)
+    fn __str__<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        self.batch.text(py, self.idx)
     }
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let e = enums(py)?;
+        let m = self.meta();
         Ok(format!(
             "LogLine(service={}, stream={}, level={}, pid={}, timestamp_ms={}, text={})",
-            self.service.bind(py).repr()?,
-            member(py, &e.stream, self.stream).bind(py).str()?,
-            member(py, &e.level, self.level).bind(py).str()?,
-            self.pid,
-            self.timestamp_ms,
-            self.text.bind(py).repr()?,
+            repr_str(&self.batch.service),
+            member(py, &e.stream, m.stream).bind(py).str()?,
+            member(py, &e.level, m.level).bind(py).str()?,
+            m.pid,
+            m.timestamp_ms,
+            self.batch.text(py, self.idx).repr()?,
         ))
+    }
+}
+
+/// The lines of one read, as received by ``on_log_batch``: a read-only
+/// sequence of ``LogLine`` (``len``, indexing, slicing, iteration), plus
+/// bulk accessors that skip the per-line objects: ``texts()`` and
+/// ``data()``. Valid after the callback returns (it owns a copy).
+#[pyclass(frozen, sequence, module = "devrig", name = "LogBatch")]
+struct LogBatch {
+    data: Arc<BatchData>,
+}
+
+#[pymethods]
+impl LogBatch {
+    /// The service name.
+    #[getter]
+    fn service<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, &self.data.service)
+    }
+    fn __len__(&self) -> usize {
+        self.data.lines.len()
+    }
+    fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let n = self.data.lines.len() as isize;
+        if let Ok(slice) = index.cast::<pyo3::types::PySlice>() {
+            let ind = slice.indices(n)?;
+            let list = PyList::empty(py);
+            let mut i = ind.start;
+            for _ in 0..ind.slicelength {
+                list.append(self.data.line(py, i as usize)?)?;
+                i += ind.step;
+            }
+            return Ok(list.into_any().unbind());
+        }
+        let i: isize = index.extract()?;
+        let j = if i < 0 { i + n } else { i };
+        if j < 0 || j >= n {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!(
+                "LogBatch index {i} out of range (len {n})"
+            )));
+        }
+        Ok(self.data.line(py, j as usize)?.into_any().unbind())
+    }
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.lines(py)?.into_any().try_iter().map(|i| i.into_any())
+    }
+    /// All lines as a list of ``LogLine``.
+    fn lines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = (0..self.data.lines.len())
+            .map(|i| self.data.line(py, i))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+    /// The text of every line (a list of str): the fastest way to consume
+    /// a chatty service.
+    fn texts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(
+            py,
+            (0..self.data.lines.len()).map(|i| self.data.text(py, i)),
+        )
+    }
+    /// The raw bytes of every line (a list of bytes).
+    fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(
+            py,
+            (0..self.data.lines.len()).map(|i| PyBytes::new(py, self.data.bytes(i))),
+        )
+    }
+    fn __repr__(&self) -> String {
+        format!("<LogBatch of {} lines>", self.data.lines.len())
     }
 }
 
@@ -830,9 +972,114 @@ impl Outcome {
 
 // ------------------------------------------------------------- Supervisor
 
+/// Batches waiting for `Supervisor.log_batches()` (``queue_logs=True``).
+/// Filled by the core's threads without the GIL; bounded, so a slow
+/// consumer slows the child (through the pipe) instead of growing memory.
+/// Once a stop has been requested it no longer blocks the producer (the
+/// rest of the output is bounded by what the pipes hold).
+struct LogQueue {
+    state: Mutex<QueueState>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    cap: usize,
+}
+
+struct QueueState {
+    batches: VecDeque<Arc<BatchData>>,
+    /// The run has ended: nothing more will be pushed.
+    closed: bool,
+    /// A stop was requested: pushes do not wait for room.
+    stopping: bool,
+}
+
+impl LogQueue {
+    fn new(cap: usize) -> LogQueue {
+        LogQueue {
+            state: Mutex::new(QueueState {
+                batches: VecDeque::new(),
+                closed: false,
+                stopping: false,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            cap,
+        }
+    }
+
+    fn push(&self, b: Arc<BatchData>) {
+        let mut st = lock(&self.state);
+        while st.batches.len() >= self.cap && !st.stopping && !st.closed {
+            st = self.not_full.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.batches.push_back(b);
+        self.not_empty.notify_all();
+    }
+
+    fn set_stopping(&self) {
+        lock(&self.state).stopping = true;
+        self.not_full.notify_all();
+    }
+
+    fn close(&self) {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        st.stopping = true;
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    /// Waits up to `slice` for a batch: `Ok(Some)`, `Ok(None)` (nothing
+    /// yet), or `Err(())` once closed and drained.
+    fn pop(&self, slice: Duration) -> Result<Option<Arc<BatchData>>, ()> {
+        let mut st = lock(&self.state);
+        if st.batches.is_empty() && !st.closed {
+            st = self
+                .not_empty
+                .wait_timeout(st, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        match st.batches.pop_front() {
+            Some(b) => {
+                self.not_full.notify_all();
+                Ok(Some(b))
+            }
+            None if st.closed => Err(()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Iterator over the ``LogBatch``es of a supervisor made with
+/// ``queue_logs=True``; ends when the run has ended and every batch has
+/// been taken. Waits with the GIL released.
+#[pyclass(frozen, module = "devrig", name = "LogBatchIterator")]
+struct LogBatchIterator {
+    queue: Arc<LogQueue>,
+    /// Keeps the supervisor alive while its lines are being read.
+    _owner: Py<Supervisor>,
+}
+
+#[pymethods]
+impl LogBatchIterator {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<LogBatch>> {
+        loop {
+            let q = self.queue.clone();
+            match py.detach(move || q.pop(WAIT_SLICE)) {
+                Ok(Some(data)) => return Ok(Some(LogBatch { data })),
+                Err(()) => return Ok(None),
+                Ok(None) => py.check_signals()?,
+            }
+        }
+    }
+}
+
 /// State shared between the Python object and the callbacks it installed.
 struct Shared {
-    service: Py<PyString>,
+    service: Arc<str>,
     on_log: Mutex<Option<Py<PyAny>>>,
     /// on_log receives a list of lines per batch instead of one line.
     batch: bool,
@@ -840,6 +1087,8 @@ struct Shared {
     /// The first exception raised by a callback, raised again by wait().
     error: Mutex<Option<PyErr>>,
     core: OnceLock<Weak<devrig::Supervisor>>,
+    /// With queue_logs=True: where lines go instead of a callback.
+    queue: Option<Arc<LogQueue>>,
 }
 
 impl Shared {
@@ -856,6 +1105,14 @@ impl Shared {
         if let Some(core) = self.core.get().and_then(|w| w.upgrade()) {
             let _ = core.cancel();
         }
+        self.stopping();
+    }
+
+    /// A stop was requested: the log queue must not block the run.
+    fn stopping(&self) {
+        if let Some(q) = &self.queue {
+            q.set_stopping();
+        }
     }
 
     fn take_error(&self) -> Option<PyErr> {
@@ -867,35 +1124,13 @@ impl Shared {
             return;
         };
         let cb = cb.bind(py);
-        let make = |l: &devrig::LogLine<'_>| -> PyResult<Bound<'_, LogLine>> {
-            let raw = l.text();
-            let text = match std::str::from_utf8(raw) {
-                Ok(s) => PyString::new(py, s),
-                Err(_) => PyString::new(py, &String::from_utf8_lossy(raw)),
-            };
-            Bound::new(
-                py,
-                LogLine {
-                    service: self.service.clone_ref(py),
-                    text: text.unbind(),
-                    data: raw.into(),
-                    stream: l.stream as u32,
-                    level: l.level as u32,
-                    pid: l.pid,
-                    timestamp_ms: l.timestamp_ms,
-                },
-            )
-        };
+        let data = Arc::new(BatchData::new(self.service.clone(), lines));
         let result: PyResult<()> = (|| {
             if self.batch {
-                let list = PyList::empty(py);
-                for l in lines {
-                    list.append(make(l)?)?;
-                }
-                cb.call1((list,))?;
+                cb.call1((LogBatch { data },))?;
             } else {
-                for l in lines {
-                    cb.call1((make(l)?,))?;
+                for i in 0..data.lines.len() {
+                    cb.call1((data.line(py, i)?,))?;
                 }
             }
             Ok(())
@@ -1001,6 +1236,7 @@ impl Supervisor {
 
     fn stop_and_reap(&self, py: Python<'_>) {
         let _ = self.core.cancel();
+        self.shared.stopping();
         if self.core.is_started() {
             let core = self.core.clone();
             let _ = py.detach(move || core.wait(None));
@@ -1036,7 +1272,7 @@ impl Supervisor {
     #[new]
     #[pyo3(signature = (name, command, cwd=None, env=None, policy=None, state_dir=None,
         stop_grace=None, on_log=None, on_event=None, *, multiline=true, max_line_bytes=None,
-        on_log_batch=None))]
+        on_log_batch=None, queue_logs=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1052,6 +1288,7 @@ impl Supervisor {
         multiline: bool,
         max_line_bytes: Option<&Bound<'_, PyAny>>,
         on_log_batch: Option<Bound<'_, PyAny>>,
+        queue_logs: bool,
     ) -> PyResult<Self> {
         let name = str_arg("name", name)?;
         let command = str_arg("command", command)?;
@@ -1130,18 +1367,24 @@ impl Supervisor {
                 "pass on_log (one line per call) or on_log_batch (a list per call), not both",
             ));
         }
+        if queue_logs && (on_log.is_some() || on_log_batch.is_some()) {
+            return Err(PyValueError::new_err(
+                "queue_logs=True delivers lines through log_batches(); do not also pass on_log or on_log_batch",
+            ));
+        }
         let batch = on_log_batch.is_some();
         let has_log = on_log.is_some() || batch;
         let has_event = on_event.is_some();
 
         let core = Arc::new(devrig::Supervisor::new(cfg).map_err(to_py)?);
         let shared = Arc::new(Shared {
-            service: PyString::new(py, &name).unbind(),
+            service: Arc::from(name.as_str()),
             on_log: Mutex::new(on_log.or(on_log_batch)),
             batch,
             on_event: Mutex::new(on_event),
             error: Mutex::new(None),
             core: OnceLock::new(),
+            queue: queue_logs.then(|| Arc::new(LogQueue::new(LOG_QUEUE_BATCHES))),
         });
         let _ = shared.core.set(Arc::downgrade(&core));
         enums(py)?;
@@ -1153,10 +1396,28 @@ impl Supervisor {
             })))
             .map_err(to_py)?;
         }
-        if has_log || has_event {
+        if let Some(q) = shared.queue.clone() {
+            // No GIL on this path: the core's thread copies and queues.
+            let service = shared.service.clone();
+            core.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+                q.push(Arc::new(BatchData::new(service.clone(), lines)));
+            })))
+            .map_err(to_py)?;
+        }
+        if has_log || has_event || queue_logs {
             let sh = shared.clone();
             core.on_event(Some(Box::new(move |ev: &devrig::Event| {
-                let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
+                if ev.kind == devrig::EventKind::Stopping {
+                    sh.stopping();
+                }
+                if has_log || has_event {
+                    let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
+                }
+                if ev.kind.is_terminal() {
+                    if let Some(q) = &sh.queue {
+                        q.close();
+                    }
+                }
             })))
             .map_err(to_py)?;
         }
@@ -1211,7 +1472,29 @@ impl Supervisor {
     /// a callback. Does not wait: call ``wait()`` (or use ``close()``).
     fn cancel(&self) -> PyResult<()> {
         self.check_fork()?;
-        self.core.cancel().map_err(to_py)
+        self.core.cancel().map_err(to_py)?;
+        self.shared.stopping();
+        Ok(())
+    }
+
+    /// With ``queue_logs=True``: an iterator over the ``LogBatch``es of the
+    /// run, in order; it ends once the run has ended and every batch has
+    /// been taken. Waits with the GIL released (Ctrl-C raises). The fastest
+    /// way to consume a chatty service: the core's threads never wait for
+    /// the GIL, so reading and splitting run in parallel with your loop.
+    fn log_batches(slf: Bound<'_, Self>) -> PyResult<LogBatchIterator> {
+        let me = slf.get();
+        me.check_fork()?;
+        match &me.shared.queue {
+            Some(q) => Ok(LogBatchIterator {
+                queue: q.clone(),
+                _owner: slf.clone().unbind(),
+            }),
+            None => Err(StateError::new_err(format!(
+                "supervisor {} was not created with queue_logs=True",
+                repr_str(&me.name)
+            ))),
+        }
     }
 
     /// Stops the service (if running) and waits until it has been reaped.
@@ -1320,6 +1603,11 @@ impl Drop for Supervisor {
         // The core's Drop requests a stop and detaches the callbacks (and
         // does nothing in a forked child). Drop our Arc last.
         self.core.detach_callbacks();
+        if !self._is_forked_copy() {
+            if let Some(q) = &self.shared.queue {
+                q.close();
+            }
+        }
     }
 }
 
@@ -1428,6 +1716,8 @@ fn _devrig(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StateError", py.get_type::<StateError>())?;
     m.add_class::<RestartPolicy>()?;
     m.add_class::<LogLine>()?;
+    m.add_class::<LogBatch>()?;
+    m.add_class::<LogBatchIterator>()?;
     m.add_class::<Event>()?;
     m.add_class::<Outcome>()?;
     m.add_class::<Supervisor>()?;

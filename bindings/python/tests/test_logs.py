@@ -46,7 +46,8 @@ def test_both_streams_in_order_each(rec):
 def test_line_fields(rec):
     run_logs(rec, "echo hello; echo 'ERROR broke' >&2")
     started = rec.events[0]
-    out, err = rec.lines
+    (out,) = [l for l in rec.lines if l.stream is Stream.STDOUT]
+    (err,) = [l for l in rec.lines if l.stream is Stream.STDERR]
     assert out.text == "hello" and out.data == b"hello"
     assert out.stream is Stream.STDOUT and err.stream is Stream.STDERR
     assert out.service == "logs"
@@ -151,3 +152,59 @@ def test_slow_consumer_loses_nothing(rec):
     sup = devrig.Supervisor("logs", "seq 1 50000", policy=NEVER, on_log_batch=slow)
     sup.run()
     assert got == [str(i) for i in range(1, 50001)]
+
+
+def test_log_batch_sequence_api(rec):
+    batches = []
+    sup = devrig.Supervisor("batch", "seq 1 10", policy=NEVER, on_log_batch=batches.append)
+    sup.run()
+    assert all(isinstance(b, devrig.LogBatch) for b in batches)
+    texts = [t for b in batches for t in b.texts()]
+    assert texts == [str(i) for i in range(1, 11)]
+    b = max(batches, key=len)
+    assert len(b) == len(b.texts()) == len(b.data()) == len(b.lines())
+    assert b[0].text == b.texts()[0] and b[-1].text == b.texts()[-1]
+    assert [l.text for l in b[1:3]] == b.texts()[1:3]
+    assert [l.text for l in b] == b.texts()
+    assert b.data()[0] == b.texts()[0].encode()
+    assert b.service == "batch"
+    with pytest.raises(IndexError):
+        b[len(b)]
+    assert repr(b).startswith("<LogBatch of ")
+
+
+@pytest.mark.parametrize("mode", ["batches", "lines"])
+def test_queue_logs_iterators_receive_everything_in_order(mode):
+    n = 50_000
+    sup = devrig.Supervisor("q", f"seq 1 {n}; echo tail >&2", policy=NEVER, queue_logs=True)
+    sup.start()
+    if mode == "batches":
+        got = [t for b in sup.log_batches() for t in b.texts()]
+    else:
+        got = [l.text for l in sup.lines()]
+    sup.wait(10)
+    assert [t for t in got if t != "tail"] == [str(i) for i in range(1, n + 1)]
+    assert "tail" in got
+    assert sup.outcome.kind is devrig.OutcomeKind.COMPLETED
+
+
+def test_queue_logs_backpressure_and_cancel_without_consumer():
+    # Nobody reads: the bounded queue fills, the child blocks on its pipe;
+    # a stop must still complete promptly.
+    sup = devrig.Supervisor("q2", "while :; do echo spam; done", policy=NEVER,
+                            queue_logs=True, stop_grace=1.0)
+    sup.start()
+    time.sleep(0.3)  # let the queue fill up
+    t0 = time.monotonic()
+    sup.close()
+    assert time.monotonic() - t0 < 5
+    assert sup.outcome.kind is devrig.OutcomeKind.CANCELLED
+    # The iterator drains what was queued, then ends.
+    assert sum(len(b) for b in sup.log_batches()) > 0
+
+
+def test_queue_logs_argument_rules():
+    with pytest.raises(ValueError, match="queue_logs"):
+        devrig.Supervisor("q3", "true", queue_logs=True, on_log=print)
+    with pytest.raises(devrig.StateError, match="queue_logs"):
+        devrig.Supervisor("q4", "true").log_batches()
