@@ -154,6 +154,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	// Cancellation: a goroutine turns ctx.Done into devrig_cancel. It is
 	// stopped and waited for before the handle is freed.
+	if ctx.Err() != nil {
+		C.devrig_cancel(sup) // the run ends at once, without spawning
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -1,0 +1,147 @@
+package events
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+func recv(t *testing.T, ch <-chan TelemetryEvent) (TelemetryEvent, bool) {
+	t.Helper()
+	select {
+	case e, ok := <-ch:
+		return e, ok
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing received")
+	}
+	return TelemetryEvent{}, false
+}
+
+func TestZeroValueAndFanOut(t *testing.T) {
+	var b Broadcaster // the zero value works, as devrig's does
+	a, c := b.Subscribe(4), b.Subscribe(4)
+	b.Send(TelemetryEvent{Kind: KindLogRecord, Service: "s", LogBody: "x"})
+	for _, ch := range []<-chan TelemetryEvent{a, c} {
+		if e, ok := recv(t, ch); !ok || e.LogBody != "x" || e.Kind != KindLogRecord {
+			t.Fatalf("got %+v %v", e, ok)
+		}
+	}
+	b.Unsubscribe(a)
+	if _, ok := recv(t, a); ok {
+		t.Fatal("unsubscribed channel not closed")
+	}
+	b.Unsubscribe(a) // twice: harmless
+	b.Send(TelemetryEvent{Status: "y"})
+	if e, _ := recv(t, c); e.Status != "y" {
+		t.Fatalf("got %+v", e)
+	}
+	b.Close()
+	if _, ok := recv(t, c); ok {
+		t.Fatal("Close did not close the channel")
+	}
+	b.Close()
+	b.Send(TelemetryEvent{}) // after Close: nothing
+	if _, ok := recv(t, b.Subscribe(1)); ok {
+		t.Fatal("Subscribe after Close returned an open channel")
+	}
+}
+
+func TestOrderPreservedUnderBackpressure(t *testing.T) {
+	b := NewBroadcaster()
+	ch := b.Subscribe(0)
+	const n = 10000
+	go func() {
+		for i := 0; i < n; i++ {
+			b.Send(TelemetryEvent{RestartCount: uint32(i)})
+		}
+		b.Close()
+	}()
+	i := 0
+	for e := range ch {
+		if e.RestartCount != uint32(i) {
+			t.Fatalf("event %d out of order: %d", i, e.RestartCount)
+		}
+		i++
+	}
+	if i != n || b.Dropped() != 0 {
+		t.Fatalf("got %d, dropped %d", i, b.Dropped())
+	}
+}
+
+func TestDropAtOnceWhenTimeoutNotPositive(t *testing.T) {
+	b := NewBroadcaster()
+	b.SetSendTimeout(0)
+	ch := b.Subscribe(1)
+	b.Send(TelemetryEvent{Status: "1"})
+	b.Send(TelemetryEvent{Status: "2"}) // full: dropped at once
+	if b.Dropped() != 1 {
+		t.Fatalf("dropped %d", b.Dropped())
+	}
+	if e, _ := recv(t, ch); e.Status != "1" {
+		t.Fatalf("got %q", e.Status)
+	}
+}
+
+func TestStalledSubscriberCostsOneTimeout(t *testing.T) {
+	b := NewBroadcaster()
+	b.SetSendTimeout(50 * time.Millisecond)
+	stuck := b.Subscribe(1)
+	live := b.Subscribe(100)
+	t0 := time.Now()
+	for i := 0; i < 50; i++ {
+		b.Send(TelemetryEvent{RestartCount: uint32(i)})
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("50 sends took %v with a stuck subscriber", d)
+	}
+	if len(live) != 50 || b.Dropped() != 49 {
+		t.Fatalf("live got %d, dropped %d", len(live), b.Dropped())
+	}
+	// Reading again un-stalls it.
+	<-stuck
+	b.Send(TelemetryEvent{Status: "again"})
+	if e, _ := recv(t, stuck); e.Status != "again" {
+		t.Fatalf("got %+v", e)
+	}
+}
+
+func TestUnsubscribeWakesBlockedSend(t *testing.T) {
+	b := NewBroadcaster()
+	b.SetSendTimeout(time.Hour)
+	ch := b.Subscribe(0)
+	sent := make(chan struct{})
+	go func() {
+		b.Send(TelemetryEvent{})
+		close(sent)
+	}()
+	time.Sleep(20 * time.Millisecond) // let Send block (not required for correctness)
+	b.Unsubscribe(ch)
+	select {
+	case <-sent:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unsubscribe did not wake a blocked Send")
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	b := NewBroadcaster()
+	b.SetSendTimeout(0) // nobody reads: drop instead of waiting
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Go(func() {
+			for j := 0; j < 200; j++ {
+				ch := b.Subscribe(2)
+				b.Send(TelemetryEvent{Status: "x"})
+				b.Unsubscribe(ch)
+			}
+		})
+	}
+	wg.Wait()
+	b.Close()
+}
+
+func TestKindStrings(t *testing.T) {
+	if KindServiceStatusChange != 0 || KindLogRecord != 1 || KindLogRecord.String() != "LogRecord" {
+		t.Fatal("kind values")
+	}
+}
