@@ -31,10 +31,12 @@ func TestMain(m *testing.M) {
 func orphanHelper() {
 	evts := events.NewBroadcaster()
 	ch := evts.Subscribe(16)
-	s := New("orphan", "sleep 1000 & sleep 1000", "", nil, DefaultPolicy, nil, evts, os.Getenv("DEVRIG_GO_STATE"))
+	p := DefaultPolicy
+	p.StartupGrace = 0 // "running" follows the state record with the pid
+	s := New("orphan", "sleep 1000 & sleep 1000", "", nil, p, nil, evts, os.Getenv("DEVRIG_GO_STATE"))
 	go func() { _ = s.Run(context.Background()) }()
 	for e := range ch {
-		if e.Status == "started" {
+		if e.Status == "running" {
 			fmt.Printf("pid %d\n", e.PID)
 		}
 	}

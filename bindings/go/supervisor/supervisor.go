@@ -97,6 +97,21 @@ const (
 	OutcomeFailed                       // the supervisor gave up, or the first spawn failed
 )
 
+// String returns "none", "completed", "cancelled" or "failed".
+func (k OutcomeKind) String() string {
+	switch k {
+	case OutcomeNone:
+		return "none"
+	case OutcomeCompleted:
+		return "completed"
+	case OutcomeCancelled:
+		return "cancelled"
+	case OutcomeFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("OutcomeKind(%d)", int(k))
+}
+
 // Outcome is the result of the last run (an addition).
 type Outcome struct {
 	Kind         OutcomeKind
