@@ -211,7 +211,7 @@ static void w3_devrig(int n) {
     for (int i = 0; i < n; i++) {
         char name[32];
         snprintf(name, sizeof name, "svc-%d", i);
-        s[i] = devrig_new(name, "sleep 3600");
+        s[i] = devrig_new(name, "exec sleep 3600");
         if (!s[i]) die("devrig_new");
         devrig_restart_policy p = quiet_policy();
         check(devrig_set_policy(s[i], &p), "policy");
@@ -251,7 +251,7 @@ static void print_samples(const char *key, double *v, int k) {
 static void w4_limit(int stops) {
     double *v = calloc((size_t)stops, sizeof *v);
     for (int i = 0; i < stops; i++) {
-        pid_t pid = spawn_sh("sleep 3600", -1, 1);
+        pid_t pid = spawn_sh("exec sleep 3600", -1, 1);
         usleep(10 * 1000);
         double t0 = now();
         kill(pid, SIGTERM);
@@ -264,7 +264,7 @@ static void w4_limit(int stops) {
 static void w4_devrig(int stops) {
     double *v = calloc((size_t)stops, sizeof *v);
     for (int i = 0; i < stops; i++) {
-        devrig_supervisor *s = devrig_new("w4", "sleep 3600");
+        devrig_supervisor *s = devrig_new("w4", "exec sleep 3600");
         if (!s) die("devrig_new");
         devrig_restart_policy p = quiet_policy();
         check(devrig_set_policy(s, &p), "policy");

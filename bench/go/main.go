@@ -1,0 +1,237 @@
+// Go rows of the libdevrig benchmarks: the os/exec baselines and the rows
+// through the Go binding. One row per invocation; prints one JSON line.
+//
+//	gobench w1-scanner|w1-devrig WRITER N
+//	gobench w3-exec|w3-devrig N
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/devrig/libdevrig/bindings/go/events"
+	"github.com/devrig/libdevrig/bindings/go/supervisor"
+)
+
+func die(err error) {
+	fmt.Fprintln(os.Stderr, "gobench:", err)
+	os.Exit(1)
+}
+
+func statusField(key string) int64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, key+":") {
+			f := strings.Fields(l[len(key)+1:])
+			v, _ := strconv.ParseInt(f[0], 10, 64)
+			return v
+		}
+	}
+	return -1
+}
+
+func cpuSecs() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+func raiseNofile() {
+	var r syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
+	r.Cur = r.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+}
+
+func w1Scanner(writer string, n int) {
+	t0 := time.Now()
+	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf("exec %s %d", writer, n))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		die(err)
+	}
+	if err := cmd.Start(); err != nil {
+		die(err)
+	}
+	sc := bufio.NewScanner(out)
+	count, bad := 0, 0
+	var secs float64
+	for sc.Scan() {
+		if len(sc.Bytes()) != 63 {
+			bad++
+		}
+		count++
+		if count == n {
+			secs = time.Since(t0).Seconds()
+		}
+	}
+	cmd.Wait()
+	fmt.Printf("{\"lines\":%d,\"lost\":%d,\"bad\":%d,\"secs\":%.6f,\"rate\":%.1f}\n", count, n-count, bad, secs, float64(count)/secs)
+}
+
+func quietPolicy() supervisor.RestartPolicy {
+	p := supervisor.DefaultPolicy
+	p.Mode = supervisor.RestartNever
+	p.StartupGrace = 0
+	return p
+}
+
+func w1Devrig(writer string, n int) {
+	logs := events.NewBroadcaster()
+	ch := logs.Subscribe(4096)
+	s := supervisor.New("w1", fmt.Sprintf("exec %s %d", writer, n), "", nil, quietPolicy(), logs, nil, "")
+	count, bad := 0, 0
+	var secs float64
+	done := make(chan struct{})
+	t0 := time.Now()
+	go func() {
+		for ev := range ch {
+			if ev.Kind != events.KindLogRecord {
+				continue
+			}
+			if len(ev.LogBody) != 63 {
+				bad++
+			}
+			count++
+			if count == n {
+				secs = time.Since(t0).Seconds()
+				close(done)
+			}
+		}
+	}()
+	if err := s.Run(context.Background()); err != nil {
+		die(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+	logs.Unsubscribe(ch)
+	fmt.Printf("{\"lines\":%d,\"lost\":%d,\"bad\":%d,\"dropped\":%d,\"secs\":%.6f,\"rate\":%.1f}\n",
+		count, n-count, bad, logs.Dropped(), secs, float64(count)/secs)
+}
+
+func report(n int, threads int64, startAll, stopAll float64, rss0, rss1 int64, idle float64) {
+	fmt.Printf("{\"n\":%d,\"threads\":%d,\"start_all\":%.6f,\"stop_all\":%.6f,\"rss_per_kib\":%.2f,\"idle_cpu\":%.5f}\n",
+		n, threads, startAll, stopAll, float64(rss1-rss0)/float64(n), idle)
+}
+
+func idleCPU() float64 {
+	c0, t0 := cpuSecs(), time.Now()
+	time.Sleep(3 * time.Second)
+	return (cpuSecs() - c0) / time.Since(t0).Seconds()
+}
+
+// One goroutine per child: it reads the child's stdout and stderr (merged
+// into one pipe reader each) and waits for it.
+func w3Exec(n int) {
+	raiseNofile()
+	rss0 := statusField("VmRSS")
+	cmds := make([]*exec.Cmd, n)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := range n {
+		c := exec.Command("/bin/sh", "-c", "exec sleep 3600")
+		stdout, err := c.StdoutPipe()
+		if err != nil {
+			die(err)
+		}
+		stderr, err := c.StderrPipe()
+		if err != nil {
+			die(err)
+		}
+		if err := c.Start(); err != nil {
+			die(err)
+		}
+		cmds[i] = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			go func() { sc := bufio.NewScanner(stderr); for sc.Scan() {} }()
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+			}
+			c.Wait()
+		}()
+	}
+	startAll := time.Since(t0).Seconds()
+	time.Sleep(500 * time.Millisecond)
+	threads, rss1 := statusField("Threads"), statusField("VmRSS")
+	idle := idleCPU()
+	t2 := time.Now()
+	for _, c := range cmds {
+		c.Process.Signal(syscall.SIGTERM)
+	}
+	wg.Wait()
+	report(n, threads, startAll, time.Since(t2).Seconds(), rss0, rss1, idle)
+}
+
+func w3Devrig(n int) {
+	raiseNofile()
+	rss0 := statusField("VmRSS")
+	logs := events.NewBroadcaster()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	t0 := time.Now()
+	for i := range n {
+		evts := events.NewBroadcaster()
+		ch := evts.Subscribe(16)
+		s := supervisor.New(fmt.Sprintf("svc-%d", i), "exec sleep 3600", "", nil, quietPolicy(), logs, evts, "")
+		started.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			go func() {
+				once := false
+				for ev := range ch {
+					if !once && ev.Status == events.StatusStarted {
+						once = true
+						started.Done()
+					}
+				}
+			}()
+			if err := s.Run(ctx); err != nil {
+				die(err)
+			}
+			evts.Unsubscribe(ch)
+		}()
+	}
+	started.Wait()
+	startAll := time.Since(t0).Seconds()
+	time.Sleep(500 * time.Millisecond)
+	threads, rss1 := statusField("Threads"), statusField("VmRSS")
+	idle := idleCPU()
+	t2 := time.Now()
+	cancel()
+	wg.Wait()
+	report(n, threads, startAll, time.Since(t2).Seconds(), rss0, rss1, idle)
+}
+
+func main() {
+	if len(os.Args) < 3 {
+		die(fmt.Errorf("usage: gobench ROW ARGS"))
+	}
+	atoi := func(s string) int { v, _ := strconv.Atoi(s); return v }
+	switch os.Args[1] {
+	case "w1-scanner":
+		w1Scanner(os.Args[2], atoi(os.Args[3]))
+	case "w1-devrig":
+		w1Devrig(os.Args[2], atoi(os.Args[3]))
+	case "w3-exec":
+		w3Exec(atoi(os.Args[2]))
+	case "w3-devrig":
+		w3Devrig(atoi(os.Args[2]))
+	default:
+		die(fmt.Errorf("unknown row %s", os.Args[1]))
+	}
+}
