@@ -470,3 +470,15 @@ func TestStateDirRecordsAndVersion(t *testing.T) {
 		t.Fatal("empty version")
 	}
 }
+
+// Without a logs broadcaster the output is still drained: a chatty service
+// does not block on a full pipe.
+func TestNoLogsBroadcasterStillDrains(t *testing.T) {
+	r := runSupervisor(t, context.Background(), "quiet", "seq 1 300000; exit 5", fastPolicy(RestartNever), 60*time.Second, func(s *Supervisor) {
+		s.logBroadcast = nil
+	})
+	wantStatuses(t, r.statuses(), "started", "running", "exited", "stopped")
+	if len(r.logs) != 0 || r.events[2].ExitCode != 5 {
+		t.Fatalf("logs %d, exit %d", len(r.logs), r.events[2].ExitCode)
+	}
+}
