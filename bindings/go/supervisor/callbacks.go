@@ -59,15 +59,22 @@ func (rs *runState) repanic() {
 	p, v := rs.panicked, rs.panicVal
 	rs.mu.Unlock()
 	if p {
-		panic(fmt.Sprintf("devrig: panic in callback of %s: %v", rs.name, v))
+		panic(v) // the original value, as if the callback had run here
 	}
 }
 
 // testHookPanic, when set by a test, is called in the event callback.
 var testHookPanic func(ev *events.TelemetryEvent)
 
-func stateOf(h C.uintptr_t) *runState {
-	rs, _ := cgo.Handle(h).Value().(*runState)
+// stateOf looks the handle up; an invalid handle (a bug) gives nil rather
+// than a panic that would unwind into C.
+func stateOf(h C.uintptr_t) (rs *runState) {
+	defer func() {
+		if recover() != nil {
+			rs = nil
+		}
+	}()
+	rs, _ = cgo.Handle(h).Value().(*runState)
 	return rs
 }
 

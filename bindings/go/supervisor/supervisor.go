@@ -200,6 +200,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	C.devrig_free(sup) // the run has ended: returns at once
+	runtime.KeepAlive(rs)
 	rs.repanic()
 	return runErr
 }
