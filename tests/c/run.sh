@@ -1,12 +1,9 @@
 #!/bin/sh
-# Runs the C test programs and prints "N passed, M failed" last.
-# usage: run.sh OUT "PROGRAMS" "VALGRIND_PROGRAMS" "VALGRIND COMMAND"
-OUT=$1; PROGRAMS=$2; VG_PROGRAMS=$3; VALGRIND=$4
+# Runs the C test programs (see Makefile) and prints "N passed, M failed"
+# as its last line. Inputs come from the environment set by the Makefile.
 passed=0; failed=0
-log=$OUT/last-run.log
-: > "$log"
 
-count() { # $1: program output file, $2: exit status, $3: label
+count() { # $1: output file, $2: exit status, $3: label
   p=$(grep -c '^PASS ' "$1"); f=$(grep -c '^FAIL ' "$1")
   passed=$((passed + p)); failed=$((failed + f))
   if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -14,27 +11,36 @@ count() { # $1: program output file, $2: exit status, $3: label
   fi
 }
 
-for p in $PROGRAMS; do
-  echo "== $p"
-  timeout 300 "$OUT/$p" > "$OUT/$p.out" 2> "$OUT/$p.err"; rc=$?
-  cat "$OUT/$p.out"; grep -v '^$' "$OUT/$p.err" | head -50
-  count "$OUT/$p.out" $rc "$p"
-done
+run() { # $1: label, $2: output prefix, rest: command
+  label=$1; out=$2; shift 2
+  echo "== $label"
+  timeout 300 "$@" > "$out.out" 2> "$out.err"; rc=$?
+  cat "$out.out"; grep -v '^$' "$out.err" | head -60
+  count "$out.out" $rc "$label"
+}
 
-echo "== cxx_double_include (devrig.h as C++, included twice)"
+for p in $PROGRAMS; do run "$p" "$OUT/$p" "$OUT/$p"; done
+
+echo "== cxx_double_include (devrig.h as C++17, included twice in two units)"
 if "$OUT/cxx_double_include"; then echo "PASS cxx_double_include"; passed=$((passed + 1));
 else echo "FAIL cxx_double_include"; failed=$((failed + 1)); fi
 
-if [ -n "$VG_PROGRAMS" ] && command -v valgrind >/dev/null 2>&1 && [ "${DEVRIG_NO_VALGRIND:-}" = "" ]; then
-  for p in $VG_PROGRAMS; do
-    echo "== valgrind $p"
-    DEVRIG_TEST_VALGRIND=1 timeout 600 $VALGRIND "$OUT/$p" > "$OUT/$p.vg.out" 2> "$OUT/$p.vg.err"; rc=$?
-    grep '^FAIL' "$OUT/$p.vg.out"; grep -v '^$' "$OUT/$p.vg.err" | head -80
-    if [ $rc -eq 0 ]; then echo "PASS valgrind $p"; passed=$((passed + 1));
-    else echo "FAIL valgrind $p (exit status $rc)"; failed=$((failed + 1)); fi
+if [ -z "${DEVRIG_NO_ASAN:-}" ]; then
+  for p in $ASAN_PROGRAMS; do
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      run "asan $p" "$ASAN_OUT/$p" "$ASAN_OUT/$p"
+  done
+fi
+
+if [ -n "$VALGRIND_PROGRAMS" ] && [ -z "${DEVRIG_NO_VALGRIND:-}" ] &&
+   command -v valgrind >/dev/null 2>&1; then
+  for p in $VALGRIND_PROGRAMS; do
+    DEVRIG_TEST_VALGRIND=1 DEVRIG_TEST_SKIP="$VALGRIND_SKIP" \
+      run "valgrind $p (skipping: $VALGRIND_SKIP)" "$OUT/$p.vg" $VALGRIND "$OUT/$p"
   done
 else
-  echo "== valgrind not run (not installed or DEVRIG_NO_VALGRIND set)"
+  echo "== valgrind not run"
 fi
 
 echo "$passed passed, $failed failed"

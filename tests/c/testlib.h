@@ -109,8 +109,21 @@ static const char *t_current = "";
     }                                                                         \
   } while (0)
 
+/* True if `name` is listed in $DEVRIG_TEST_SKIP (space-separated). */
+static inline bool test_skipped(const char *name) {
+  const char *skip = getenv("DEVRIG_TEST_SKIP");
+  size_t n = strlen(name);
+  for (const char *p = skip; p && (p = strstr(p, name)) != NULL; p += n)
+    if ((p == skip || p[-1] == ' ') && (p[n] == 0 || p[n] == ' ')) return true;
+  return false;
+}
+
 #define RUN(fn)                                                               \
   do {                                                                        \
+    if (test_skipped(#fn)) {                                                  \
+      printf("SKIP %s\n", #fn);                                              \
+      break;                                                                  \
+    }                                                                         \
     t_current = #fn;                                                          \
     t_failures_in_test = 0;                                                   \
     int64_t t_start_ = mono_ms();                                             \
