@@ -56,6 +56,12 @@ type Supervisor struct {
 	// StopGrace is the time between SIGTERM and SIGKILL when the service is
 	// stopped (an addition; 0 means the libdevrig default, 5 s).
 	StopGrace time.Duration
+	// DisableMultiline turns off the grouping of indented lines (stack
+	// traces) into one entry (an addition; grouping is on by default).
+	DisableMultiline bool
+	// MaxLineBytes bounds one delivered entry; longer lines come in pieces
+	// (an addition; 0 means the libdevrig default, 65536; at most 1<<30).
+	MaxLineBytes int
 
 	logBroadcast   *events.Broadcaster
 	eventBroadcast *events.Broadcaster
@@ -267,6 +273,21 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 	if s.StopGrace > 0 {
 		if err := call("stop grace of "+s.Name, func() uint32 {
 			return uint32(C.devrig_set_stop_grace_ms(sup, C.uint64_t(s.StopGrace.Milliseconds())))
+		}); err != nil {
+			return fail(err)
+		}
+	}
+	if s.DisableMultiline {
+		if err := call("multiline of "+s.Name, func() uint32 { return uint32(C.devrig_set_multiline(sup, false)) }); err != nil {
+			return fail(err)
+		}
+	}
+	if s.MaxLineBytes != 0 {
+		if s.MaxLineBytes < 0 {
+			return fail(fmt.Errorf("supervisor %s: negative MaxLineBytes", s.Name))
+		}
+		if err := call("max line bytes of "+s.Name, func() uint32 {
+			return uint32(C.devrig_set_max_line_bytes(sup, C.size_t(s.MaxLineBytes)))
 		}); err != nil {
 			return fail(err)
 		}

@@ -482,3 +482,25 @@ func TestNoLogsBroadcasterStillDrains(t *testing.T) {
 		t.Fatalf("logs %d, exit %d", len(r.logs), r.events[2].ExitCode)
 	}
 }
+
+func TestLongLinesAndMultilineOff(t *testing.T) {
+	cmd := `head -c 2500 /dev/zero | tr '\0' x; echo; printf 'a\n  b\n'`
+	r := runSupervisor(t, context.Background(), "long", cmd, fastPolicy(RestartNever), 20*time.Second, func(s *Supervisor) {
+		s.MaxLineBytes = 1000
+		s.DisableMultiline = true
+	})
+	var lens []int
+	var bodies []string
+	for _, l := range r.logs {
+		lens = append(lens, len(l.LogBody))
+		bodies = append(bodies, l.LogBody)
+	}
+	if fmt.Sprint(lens[:3]) != "[1000 1000 500]" || strings.Join(bodies[3:], "|") != "a|  b" {
+		t.Fatalf("pieces %v, bodies %q", lens, bodies)
+	}
+	s := New("neg", "true", "", nil, fastPolicy(RestartNever), nil, nil, "")
+	s.MaxLineBytes = -1
+	if s.Run(context.Background()) == nil {
+		t.Fatal("negative MaxLineBytes accepted")
+	}
+}
