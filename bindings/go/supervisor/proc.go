@@ -9,9 +9,17 @@ import "C"
 import (
 	"math"
 	"path/filepath"
+	"strings"
 	"time"
 	"unsafe"
 )
+
+// hasNUL: C would silently cut such a path at the NUL byte.
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+func errNUL(op string) error {
+	return &Error{Op: op, Code: CodeInvalidArgument, Message: "path contains a NUL byte"}
+}
 
 func validPID(pid int) bool { return pid > 0 && pid <= math.MaxInt32 }
 
@@ -62,6 +70,9 @@ func SameProcess(pid int, wantStartMs int64) bool {
 // PIDFilePath returns the path to the devrig master PID file,
 // stateDir/devrig.pid.
 func PIDFilePath(stateDir string) string {
+	if hasNUL(stateDir) {
+		return filepath.Join(stateDir, "devrig.pid")
+	}
 	cdir := C.CString(stateDir)
 	defer C.free(unsafe.Pointer(cdir))
 	n := C.devrig_pid_file_path(cdir, nil, 0)
@@ -77,6 +88,9 @@ func PIDFilePath(stateDir string) string {
 // WritePIDFile writes the current process PID to stateDir/devrig.pid
 // (atomically), creating stateDir if needed.
 func WritePIDFile(stateDir string) error {
+	if hasNUL(stateDir) {
+		return errNUL("write pid file")
+	}
 	cdir := C.CString(stateDir)
 	defer C.free(unsafe.Pointer(cdir))
 	return call("write pid file", func() uint32 { return uint32(C.devrig_write_pid_file(cdir)) })
@@ -84,6 +98,9 @@ func WritePIDFile(stateDir string) error {
 
 // RemovePIDFile removes the PID file; an absent file is not an error.
 func RemovePIDFile(stateDir string) {
+	if hasNUL(stateDir) {
+		return
+	}
 	cdir := C.CString(stateDir)
 	defer C.free(unsafe.Pointer(cdir))
 	C.devrig_remove_pid_file(cdir)
@@ -96,6 +113,9 @@ func RemovePIDFile(stateDir string) {
 // it before starting supervisors on stateDir. A missing stateDir is an error
 // (ErrNotFound).
 func ReapOrphans(stateDir string, grace time.Duration) (int, error) {
+	if hasNUL(stateDir) {
+		return 0, errNUL("reap orphans")
+	}
 	cdir := C.CString(stateDir)
 	defer C.free(unsafe.Pointer(cdir))
 	var n C.uint32_t

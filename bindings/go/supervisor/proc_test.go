@@ -141,6 +141,9 @@ func TestPIDFile(t *testing.T) {
 		t.Fatalf("pid file still there: %v", err)
 	}
 	RemovePIDFile(dir) // absent: fine
+	if err := WritePIDFile(dir + "\x00/x"); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("NUL in state dir: %v", err)
+	}
 	if err := WritePIDFile("/proc/definitely/not/writable"); err == nil {
 		t.Fatal("WritePIDFile into /proc succeeded")
 	}

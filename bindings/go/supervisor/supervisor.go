@@ -37,6 +37,8 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -148,6 +150,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if s.StopGrace < 0 {
 		return fmt.Errorf("supervisor %s: negative StopGrace", s.Name)
 	}
+	if err := s.checkNUL(); err != nil {
+		return err
+	}
 	sup, err := s.build()
 	if err != nil {
 		return err
@@ -209,6 +214,26 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	runtime.KeepAlive(rs)
 	rs.repanic()
 	return runErr
+}
+
+// checkNUL refuses strings that C would silently cut at a NUL byte.
+func (s *Supervisor) checkNUL() error {
+	bad := func(what, v string) error {
+		if strings.IndexByte(v, 0) >= 0 {
+			return &Error{Op: "supervisor " + s.Name, Code: CodeInvalidArgument, Message: what + " contains a NUL byte"}
+		}
+		return nil
+	}
+	errs := []error{bad("name", s.Name), bad("command", s.Command), bad("working dir", s.WorkingDir), bad("state dir", s.stateDir)}
+	for k, v := range s.Env {
+		errs = append(errs, bad("env key "+strconv.Quote(k), k), bad("env value of "+strconv.Quote(k), v))
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // build creates the C handle and applies the configuration.

@@ -136,12 +136,14 @@ func TestSpawnFailureIsRunError(t *testing.T) {
 
 func TestInvalidConfigIsRunError(t *testing.T) {
 	cases := map[string]func(*Supervisor){
-		"unsafe name":   func(s *Supervisor) { s.Name = "../etc" },
-		"empty command": func(s *Supervisor) { s.Command = "" },
-		"bad env key":   func(s *Supervisor) { s.Env = map[string]string{"A=B": "x"} },
-		"max<initial":   func(s *Supervisor) { s.Policy.MaxDelay = time.Millisecond; s.Policy.InitialDelay = time.Second },
-		"bad mode":      func(s *Supervisor) { s.Policy.Mode = RestartMode(9) },
-		"bad config":    func(s *Supervisor) { s.Policy = PolicyFromConfig(&config.RestartConfig{Policy: "sometimes"}) },
+		"unsafe name":    func(s *Supervisor) { s.Name = "../etc" },
+		"empty command":  func(s *Supervisor) { s.Command = "" },
+		"bad env key":    func(s *Supervisor) { s.Env = map[string]string{"A=B": "x"} },
+		"max<initial":    func(s *Supervisor) { s.Policy.MaxDelay = time.Millisecond; s.Policy.InitialDelay = time.Second },
+		"bad mode":       func(s *Supervisor) { s.Policy.Mode = RestartMode(9) },
+		"NUL in command": func(s *Supervisor) { s.Command = "true\x00rm -rf /" },
+		"NUL in env":     func(s *Supervisor) { s.Env = map[string]string{"A": "x\x00y"} },
+		"bad config":     func(s *Supervisor) { s.Policy = PolicyFromConfig(&config.RestartConfig{Policy: "sometimes"}) },
 	}
 	for name, tweak := range cases {
 		t.Run(name, func(t *testing.T) {
