@@ -31,7 +31,10 @@ def python_child(code: str, **kw) -> subprocess.Popen:
 
 def test_ctrl_c_stops_the_service_then_raises_keyboard_interrupt():
     child = python_child("""
-        import sys, devrig
+        import signal, sys, devrig
+        # As in an interactive program, even if our runner ignores SIGINT
+        # (e.g. a background job of a non-interactive shell).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         def on_event(ev):
             if ev.kind == devrig.EventKind.RUNNING:
                 print(ev.pid, flush=True)
@@ -44,11 +47,16 @@ def test_ctrl_c_stops_the_service_then_raises_keyboard_interrupt():
             print("outcome", sup.outcome.kind.name, flush=True)
             raise
     """)
-    pid = int(child.stdout.readline())
-    assert alive(pid)
-    t0 = time.monotonic()
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=30)
+    try:
+        pid = int(child.stdout.readline())
+        assert alive(pid)
+        t0 = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     assert time.monotonic() - t0 < 10
     assert "KeyboardInterrupt" in err, err
     assert child.returncode != 0
