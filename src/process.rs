@@ -254,6 +254,14 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 }
 
 fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
+    pidfd_send_signal_flags(fd, sig, 0)
+}
+
+/// pidfd_send_signal(2) flag (Linux 6.9): signal the process group of the
+/// pidfd's process, as kill(-pgrp) would, without the pid-reuse race.
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+fn pidfd_send_signal_flags(fd: &OwnedFd, sig: i32, flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: plain integers; a null siginfo asks for kill()-like semantics.
     let r = unsafe {
         libc::syscall(
@@ -261,7 +269,7 @@ fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
             fd.as_raw_fd(),
             sig,
             std::ptr::null::<libc::siginfo_t>(),
-            0,
+            flags,
         )
     };
     if r < 0 {
@@ -721,8 +729,10 @@ pub(crate) fn find_tagged(tag_name: &[u8]) -> Vec<Target> {
     find_leftovers(-1, tag_name, 0, None)
 }
 
-/// `pid` and all its descendants, parents first, collected in one scan.
-fn collect_tree(root: i32) -> Vec<Target> {
+/// `pid` and all its descendants, parents first, collected in one scan,
+/// with the process groups that the tree holds whole: led by a tree member,
+/// with no live member outside the tree.
+fn collect_tree(root: i32) -> (Vec<Target>, Vec<(i32, Vec<i32>)>) {
     let mut procs: Vec<(i32, ProcStat)> = Vec::new();
     for pid in all_pids() {
         if let Some(s) = read_stat(pid) {
@@ -738,7 +748,7 @@ fn collect_tree(root: i32) -> Vec<Target> {
             start_ticks: s.start_ticks,
         });
     } else {
-        return tree;
+        return (tree, Vec::new());
     }
     let mut i = 0;
     while i < tree.len() {
@@ -755,17 +765,38 @@ fn collect_tree(root: i32) -> Vec<Target> {
         }
         i += 1;
     }
-    tree
+    let members: std::collections::HashSet<i32> = tree.iter().map(|t| t.pid).collect();
+    let mut groups: Vec<i32> = procs
+        .iter()
+        .filter(|(p, s)| s.pgrp == *p && members.contains(p))
+        .map(|(p, _)| *p)
+        .collect();
+    groups.retain(|g| {
+        procs
+            .iter()
+            .all(|(p, s)| s.pgrp != *g || members.contains(p))
+    });
+    let groups = groups
+        .into_iter()
+        .map(|g| {
+            let pids = procs.iter().filter(|(_, s)| s.pgrp == g).map(|(p, _)| *p);
+            (g, pids.collect())
+        })
+        .collect();
+    (tree, groups)
 }
 
 /// Processes being waited for: a pidfd for each where one can be opened
 /// (poll() then wakes us on exit), /proc polling for the others.
 pub(crate) struct Watch {
     procs: Vec<(Target, Option<OwnedFd>)>,
+    /// Process groups made only of watched processes: leader pid and the
+    /// members seen by the scan.
+    groups: Vec<(i32, Vec<i32>)>,
 }
 
 impl Watch {
-    pub fn new(targets: &[Target]) -> Self {
+    pub fn new(targets: &[Target], groups: Vec<(i32, Vec<i32>)>) -> Self {
         let procs = targets
             .iter()
             .filter_map(|t| match pidfd_open(t.pid) {
@@ -782,11 +813,31 @@ impl Watch {
                 Err(_) => Some((*t, None)),
             })
             .collect();
-        Watch { procs }
+        Watch { procs, groups }
     }
 
+    /// Signals every watched process. A group made only of watched
+    /// processes gets one signal through its leader's pidfd: signalling a
+    /// big tree one process at a time lets each victim preempt the signaller
+    /// as it dies, which costs far more than the signals themselves. The
+    /// members of a group that could not be signalled so (an older kernel,
+    /// the leader already gone) are signalled one by one. (A member that
+    /// left its group since the scan misses the SIGTERM and gets the
+    /// SIGKILL after the grace.)
     pub fn signal_all(&self, sig: i32) {
+        let mut done = std::collections::HashSet::new();
+        for (g, members) in &self.groups {
+            let leader = self.procs.iter().find(|(t, _)| t.pid == *g);
+            if let Some((_, Some(fd))) = leader {
+                if pidfd_send_signal_flags(fd, sig, PIDFD_SIGNAL_PROCESS_GROUP).is_ok() {
+                    done.extend(members.iter().copied());
+                }
+            }
+        }
         for (t, fd) in &self.procs {
+            if done.contains(&t.pid) {
+                continue;
+            }
             match fd {
                 Some(fd) => {
                     let _ = pidfd_send_signal(fd, sig);
@@ -806,9 +857,14 @@ impl Watch {
 
     /// Blocks until every watched process is gone or `deadline` passes;
     /// returns true if all are gone.
+    ///
+    /// A readable pidfd means that process has exited (the pidfd pins it, so
+    /// no pid reuse can fool it): after each poll only the descriptors that
+    /// fired are dropped, without a syscall per process and round, which
+    /// would make a big tree cost O(n^2) syscalls while it dies.
     pub fn wait_blocking(&mut self, deadline: Instant) -> bool {
+        self.prune();
         loop {
-            self.prune();
             if self.procs.is_empty() {
                 return true;
             }
@@ -837,12 +893,17 @@ impl Watch {
             let ms = left.min(cap).as_millis().clamp(1, i32::MAX as u128) as i32;
             if pfds.is_empty() {
                 std::thread::sleep(Duration::from_millis(ms as u64));
-                continue;
+            } else {
+                // SAFETY: `pfds` is a valid array of pollfd of the given length.
+                unsafe {
+                    libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms);
+                }
             }
-            // SAFETY: `pfds` is a valid array of pollfd of the given length.
-            unsafe {
-                libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms);
-            }
+            let mut fired = pfds.iter().map(|p| p.revents != 0);
+            self.procs.retain(|(t, fd)| match fd {
+                Some(_) => !fired.next().unwrap_or(false),
+                None => !t.has_exited(),
+            });
         }
     }
 }
@@ -865,11 +926,11 @@ fn poll_readable(fd: &OwnedFd) -> bool {
 /// there is nothing left to stop.
 pub fn kill_tree(pid: u32, grace: Duration) -> Result<()> {
     let pid = check_pid(pid)?;
-    let tree = collect_tree(pid);
+    let (tree, groups) = collect_tree(pid);
     if tree.is_empty() {
         return Ok(());
     }
-    let mut watch = Watch::new(&tree);
+    let mut watch = Watch::new(&tree, groups);
     watch.signal_all(libc::SIGTERM);
     let deadline = Instant::now().checked_add(grace);
     let all_gone = match deadline {
