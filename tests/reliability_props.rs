@@ -64,10 +64,15 @@ fn live() -> isize {
 // Configuration: PROPTEST_CASES overrides every default below.
 
 fn cases(default: u32) -> PtConfig {
+    cases_div(default, 1)
+}
+
+/// Like `cases`, with PROPTEST_CASES divided by `div` (for costly properties).
+fn cases_div(default: u32, div: u32) -> PtConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(default, |n| (n / div).max(1));
     PtConfig {
         cases,
         failure_persistence: None,
@@ -101,8 +106,16 @@ fn byte() -> impl Strategy<Value = u8> {
 fn stream() -> impl Strategy<Value = Vec<u8>> {
     let raw = prop::collection::vec(byte(), 0..1200);
     let line = (
-        prop::collection::vec(byte().prop_map(|b| if b == b'\n' { b'n' } else { b }), 0..160),
-        prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..]), Just(&b""[..]), Just(&b"\r"[..])],
+        prop::collection::vec(
+            byte().prop_map(|b| if b == b'\n' { b'n' } else { b }),
+            0..160,
+        ),
+        prop_oneof![
+            Just(&b"\n"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b""[..]),
+            Just(&b"\r"[..])
+        ],
         prop::option::of(prop_oneof![Just(b' '), Just(b'\t')]),
     )
         .prop_map(|(mut body, end, indent)| {
@@ -168,7 +181,7 @@ fn schedule(input: &[u8], c: &Cuts) -> Vec<(std::ops::Range<usize>, bool)> {
 fn model_lines(input: &[u8], sched: &[(std::ops::Range<usize>, bool)]) -> Vec<Vec<u8>> {
     let mut lines = vec![];
     let mut cur: Vec<u8> = vec![];
-    let mut finish = |cur: &mut Vec<u8>, lines: &mut Vec<Vec<u8>>| {
+    let finish = |cur: &mut Vec<u8>, lines: &mut Vec<Vec<u8>>| {
         if cur.last() == Some(&b'\r') {
             cur.pop();
         }
@@ -230,7 +243,10 @@ fn run_splitter(
         // came out of it.
         let cut_of_unfinished = cut_tail.min(unfinished);
         let held = unfinished - cut_of_unfinished;
-        prop_assert!(held <= max + 1, "splitter holds {held} bytes with max {max}");
+        prop_assert!(
+            held <= max + 1,
+            "splitter holds {held} bytes with max {max}"
+        );
         prop_assert_eq!(s.has_partial(), held > 0);
         unfinished = held;
     }
@@ -338,7 +354,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(cases(200))]
+    #![proptest_config(cases_div(200, 50))]
 
     /// Memory held by the assembler (both stages) over a long stream fed in
     /// pipe-sized reads stays bounded by max_line_bytes and the read size,
@@ -453,7 +469,11 @@ fn exits() -> impl Strategy<Value = Vec<Exit>> {
     ];
     prop::collection::vec(
         (status, runtime, 0u64..50, 0u64..=1000).prop_map(|(status, rt, gap, j)| Exit {
-            runtime_ms: if status == ExitStatus::SpawnFailed { 0 } else { rt },
+            runtime_ms: if status == ExitStatus::SpawnFailed {
+                0
+            } else {
+                rt
+            },
             status,
             gap_ms: gap,
             jitter_milli: j,
