@@ -930,3 +930,48 @@ fn state_dir_removed_after_configuration_is_created_again() {
     assert_eq!((recs[0].phase.as_str(), recs[0].pid), ("stopped", 0));
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn state_dir_read_only_supervision_goes_on_with_a_warning() {
+    // A read-only mount is unwritable even for root.
+    let dir = tempdir("readonly");
+    let state = dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    if !mount_tiny_tmpfs(&state) {
+        eprintln!("RELI state-ro: mount not permitted, skipped");
+        return;
+    }
+    let mark = unique("readonly");
+    let mut cfg = Config::new("readonly", "echo up; sleep 0.02").unwrap();
+    cfg.policy = RestartPolicy {
+        max_restarts: 2,
+        ..fast(RestartMode::Always)
+    };
+    cfg.state_dir = Some(state.clone());
+    cfg.env.push(("RELI_MARK".into(), mark.clone().into()));
+    let s = Supervisor::new(cfg).unwrap();
+    let seen: Shared = Arc::default();
+    let s1 = seen.clone();
+    s.on_event(Some(Box::new(move |e: &Event| {
+        s1.lock().unwrap().events.push(e.clone())
+    })))
+    .unwrap();
+    let ro = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(ro.success());
+    s.run().unwrap();
+    let _ = Command::new("umount").arg(&state).status();
+    let ev = seen.lock().unwrap().events.clone();
+    assert_eq!(ev.iter().filter(|e| e.kind == EventKind::Started).count(), 3);
+    let w: Vec<&Event> = ev.iter().filter(|e| e.kind == EventKind::Warning).collect();
+    assert!(
+        !w.is_empty() && w[0].message.contains("Read-only file system"),
+        "{w:?}"
+    );
+    assert_eq!(s.outcome().kind, OutcomeKind::Failed);
+    assert!(marked_alive(&mark).is_empty());
+    let _ = fs::remove_dir_all(&dir);
+}
