@@ -249,7 +249,7 @@ impl StateWriter {
 /// After a host crash: stops every recorded service whose process is still
 /// the same process (identity rule above), with its whole tree and every
 /// process carrying its spawn tag, then removes its record. Returns how many
-/// services were reaped. A recorded pid that now belongs to another process
+/// services were reaped (had anything left alive). A recorded pid that now belongs to another process
 /// is never touched.
 ///
 /// Call it before starting supervisors on `state_dir`: a record of a
@@ -279,14 +279,22 @@ pub fn reap_orphans(state_dir: &Path, grace: Duration) -> Result<u32> {
             continue;
         };
         let same_boot = record.boot_id.is_empty() || record.boot_id == process::boot_id();
+        // A service counts as reaped when anything of it was still alive:
+        // its recorded process, or processes carrying its spawn tag (the
+        // main process may have died with the host, leaving descendants).
+        let mut found = false;
         if record.is_alive_same_process() {
             process::kill_tree(record.pid, grace)?;
-            reaped += 1;
+            found = true;
         }
         if same_boot && !record.tag.is_empty() {
             for t in process::find_tagged(record.tag.as_bytes()) {
                 process::kill_tree(t.pid as u32, grace)?;
+                found = true;
             }
+        }
+        if found {
+            reaped += 1;
         }
         let _ = fs::remove_file(&path);
     }

@@ -842,10 +842,12 @@ impl Run {
         self.record.start_ticks = io.start_ticks;
         self.record.start_ms = process::ticks_to_ms(io.start_ticks).unwrap_or(0);
         self.record.tag = io.tag.clone();
+        // The record first: a host that dies right after STARTED still left
+        // the pid for reap_orphans.
+        self.write_state(Phase::Starting);
         let mut ev = self.event(EventKind::Started);
         ev.pid = pid as u32;
         self.emit(ev);
-        self.write_state(Phase::Starting);
 
         let grace = Duration::from_millis(self.cfg.policy.startup_grace_ms);
         let mut running_at = spawned_at.checked_add(grace);
@@ -876,7 +878,7 @@ impl Run {
 
         if cancelled {
             self.emit_stopping(pid);
-            let leftovers = self.leftovers(&io);
+            let leftovers = self.leftovers(&mut io);
             process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
             for t in &leftovers {
                 if process::read_stat(t.pid).map(|s| s.pgrp) != Some(pid) {
@@ -915,7 +917,7 @@ impl Run {
                     Wake::Exited | Wake::RunningDue => {}
                 }
             }
-            let mut targets = self.leftovers(&io);
+            let mut targets = self.leftovers(&mut io);
             if !targets.is_empty() {
                 process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
                 for t in &targets {
@@ -936,7 +938,7 @@ impl Run {
 
         // Whatever appeared meanwhile (forked during the grace) gets SIGKILL.
         for _ in 0..16 {
-            let mut targets = self.leftovers(&io);
+            let mut targets = self.leftovers(&mut io);
             if targets.is_empty() {
                 break;
             }
@@ -1041,10 +1043,10 @@ impl Run {
     }
 
     fn emit_running(&mut self, pid: i32) {
+        self.write_state(Phase::Running);
         let mut ev = self.event(EventKind::Running);
         ev.pid = pid as u32;
         self.emit(ev);
-        self.write_state(Phase::Running);
     }
 
     fn emit_stopping(&mut self, pid: i32) {
@@ -1059,9 +1061,13 @@ impl Run {
     }
 
     /// What the child left behind, besides the main process.
-    fn leftovers(&self, io: &ChildIo) -> Vec<Target> {
-        let mut v =
-            process::find_leftovers(io.pid, io.tag.as_bytes(), io.start_ticks, Some(&io.mark));
+    fn leftovers(&self, io: &mut ChildIo) -> Vec<Target> {
+        let mut v = process::find_leftovers(
+            io.pid,
+            io.tag.as_bytes(),
+            io.start_ticks,
+            Some(&mut io.mark),
+        );
         v.retain(|t| t.pid != io.pid);
         v
     }
