@@ -646,8 +646,7 @@ struct BatchData {
 
 impl BatchData {
     fn new(service: Arc<str>, lines: &[devrig::LogLine<'_>]) -> BatchData {
-        let total: usize = lines.iter().map(|l| l.text().len()).sum();
-        let mut buf = Vec::with_capacity(total);
+        let mut buf = Vec::with_capacity(lines.len() * 16);
         let mut metas = Vec::with_capacity(lines.len());
         for l in lines {
             let start = buf.len();
@@ -675,9 +674,25 @@ impl BatchData {
 
     fn text<'py>(&self, py: Python<'py>, i: usize) -> Bound<'py, PyString> {
         let raw = self.bytes(i);
-        match std::str::from_utf8(raw) {
-            Ok(s) => PyString::new(py, s),
-            Err(_) => PyString::new(py, &String::from_utf8_lossy(raw)),
+        // One pass: CPython validates and decodes, replacing invalid bytes
+        // with U+FFFD (as String::from_utf8_lossy would).
+        // SAFETY: `raw` is a valid slice for the duration of the call; the
+        // error handler name is a NUL-terminated static string.
+        let obj = unsafe {
+            pyo3::ffi::PyUnicode_DecodeUTF8(
+                raw.as_ptr() as *const std::os::raw::c_char,
+                raw.len() as pyo3::ffi::Py_ssize_t,
+                c"replace".as_ptr(),
+            )
+        };
+        // SAFETY: a new reference or NULL (memory error); NULL falls back to
+        // the lossy conversion in Rust.
+        match unsafe { Bound::from_owned_ptr_or_opt(py, obj) } {
+            Some(o) => unsafe { o.cast_into_unchecked() },
+            None => {
+                let _ = PyErr::take(py);
+                PyString::new(py, &String::from_utf8_lossy(raw))
+            }
         }
     }
 
