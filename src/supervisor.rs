@@ -317,8 +317,24 @@ impl Supervisor {
         let inner = self.inner.clone();
         let reg = rt.register(inner.cancel.clone());
         let run = Run::new(setup, inner.clone());
+        let task = rt.rt.spawn(run.run());
         rt.rt.spawn(async move {
-            let (result, outcome) = run.run().await;
+            let (result, outcome) = match task.await {
+                Ok(done) => done,
+                // A panic inside the driver (a bug, or a callback's panic
+                // payload that panics when dropped): end the run instead of
+                // leaving its waiters blocked forever. The child was killed
+                // while the run unwound (ChildIo's Drop).
+                Err(e) => {
+                    let msg = format!("run ended by a panic: {}", join_error_text(e));
+                    let outcome = Outcome {
+                        kind: OutcomeKind::Failed,
+                        message: msg.clone(),
+                        ..Outcome::default()
+                    };
+                    (Err(Error::Panic(msg)), outcome)
+                }
+            };
             runtime::get().unregister(reg);
             let _ = inner.outcome.set(outcome);
             *lock(&inner.status) = Status::Done(result);
@@ -446,6 +462,26 @@ impl Supervisor {
     }
 }
 
+/// The message of a failed run task; a payload that panics when dropped is
+/// leaked rather than dropped.
+fn join_error_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let p = e.into_panic();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned());
+    match msg {
+        Some(m) => m,
+        None => {
+            std::mem::forget(p);
+            "unknown panic".to_string()
+        }
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if self.is_forked_copy() {
@@ -486,6 +522,27 @@ struct ChildIo {
     pidfd: AsyncFd<OwnedFd>,
     exit: Option<WaitStatus>,
     streams: [StreamIo; 2],
+    /// Set once the main process has been reaped.
+    reaped: bool,
+}
+
+impl Drop for ChildIo {
+    /// Only reached with `reaped` false when the driver unwinds from a
+    /// panic: do not leave the child running and unreaped.
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        process::signal_service(self.pidfd.get_ref(), self.pid, libc::SIGKILL);
+        let mut p = libc::pollfd {
+            fd: self.pidfd.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd. SIGKILL is not ignorable: short wait.
+        unsafe { libc::poll(&mut p, 1, 5000) };
+        let _ = process::reap(self.pidfd.get_ref(), self.pid);
+    }
 }
 
 struct StreamIo {
@@ -966,7 +1023,9 @@ impl Run {
         }
         self.deliver();
 
-        let status = match process::reap(io.pidfd.get_ref(), pid) {
+        let reaped = process::reap(io.pidfd.get_ref(), pid);
+        io.reaped = true;
+        let status = match reaped {
             Ok(Some(ws)) => ws,
             _ => io.exit.unwrap_or(WaitStatus::Signaled(0)),
         };
@@ -1039,6 +1098,7 @@ impl Run {
             pidfd: pidfd_async,
             exit: None,
             streams: [mk(out, Stream::Stdout), mk(err, Stream::Stderr)],
+            reaped: false,
         })
     }
 
