@@ -975,3 +975,37 @@ fn state_dir_read_only_supervision_goes_on_with_a_warning() {
     assert!(marked_alive(&mark).is_empty());
     let _ = fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// A panic inside the run task itself (not inside a callback, where it is
+// caught): here a log callback panics with a payload whose Drop panics in
+// turn, after the callback's catch_unwind. The run must still end: wait
+// returns, the outcome says why, and the child is stopped.
+
+struct Bomb;
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("payload dropped");
+    }
+}
+
+#[test]
+fn panic_inside_the_run_task_ends_the_run_and_stops_the_child() {
+    let mark = unique("bomb");
+    let mut cfg = Config::new("bomb", "echo boom; sleep 1000").unwrap();
+    cfg.policy = never();
+    cfg.stop_grace = Duration::from_millis(300);
+    cfg.env.push(("RELI_MARK".into(), mark.clone().into()));
+    let s = Supervisor::new(cfg).unwrap();
+    s.on_log(Some(Box::new(|_: &[LogLine<'_>]| std::panic::panic_any(Bomb))))
+        .unwrap();
+    s.start().unwrap();
+    let r = s.wait(Some(Duration::from_secs(10)));
+    assert!(matches!(r, Err(Error::Panic(_))), "{r:?}");
+    let o = s.outcome();
+    assert_eq!(o.kind, OutcomeKind::Failed);
+    assert!(o.message.contains("panic"), "{}", o.message);
+    wait_until("child stopped", Duration::from_secs(5), || {
+        marked_alive(&mark).is_empty()
+    });
+}
