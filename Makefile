@@ -83,22 +83,22 @@ test-rust:
 	$(CARGO) test --release
 
 test-c: build
-	$(MAKE) -C tests/c test
+	$(MAKE) --no-print-directory -C tests/c test
 
 test-python: build
-	$(MAKE) -C bindings/python test
+	$(MAKE) --no-print-directory -C bindings/python test
 
 test-go: build
-	$(MAKE) -C bindings/go test
+	$(MAKE) --no-print-directory -C bindings/go test
 
 bench: build
-	$(MAKE) -C bench all
+	$(MAKE) --no-print-directory -C bench all
 
 fuzz:
-	$(MAKE) -C tests/fuzz long
+	$(MAKE) --no-print-directory -C tests/fuzz long
 
 soak: build
-	$(MAKE) -C tests/c soak
+	$(MAKE) --no-print-directory -C tests/c soak
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
