@@ -233,6 +233,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
     set_nonblocking(&out_r)?;
     set_nonblocking(&err_r)?;
     let start_ticks = read_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+    children().live.insert(pid, forks_before.unwrap_or(0));
     Ok(Child {
         pid,
         pidfd,
@@ -295,7 +296,17 @@ pub(crate) fn peek_exit(pidfd: &OwnedFd, pid: i32) -> io::Result<Option<WaitStat
 
 /// Reaps our exited child.
 pub(crate) fn reap(pidfd: &OwnedFd, pid: i32) -> io::Result<Option<WaitStatus>> {
-    waitid(pidfd, pid, libc::WEXITED | libc::WNOHANG)
+    // Before the pid can be freed: see `Children`.
+    let spawned = children().live.remove(&pid);
+    let res = waitid(pidfd, pid, libc::WEXITED | libc::WNOHANG);
+    if let (Ok(Some(_)), Some(forks)) = (&res, spawned) {
+        let mut c = children();
+        if c.freed.len() >= 4096 {
+            c.freed.clear();
+        }
+        c.freed.insert(pid, forks);
+    }
+    res
 }
 
 fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<WaitStatus>> {
@@ -332,6 +343,61 @@ fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<
             _ => WaitStatus::Signaled(status),
         }));
     }
+}
+
+/// What the leftover sweep of one service can skip without a syscall among
+/// the pids created since its spawn (500 services would otherwise cost
+/// hundreds of reads of /proc per stop). Both map a pid to the `processes`
+/// count (/proc/stat) read before its spawn.
+/// - `live`: the children that `spawn` started in this process and that are
+///   not reaped yet. Such a pid cannot be reused, and the process is a child
+///   of the host, never a descendant of another service. A pid is removed
+///   before its reap.
+/// - `freed`: such children, reaped. A sweep looks only at pids allocated
+///   since its spawn, on the condition that the allocator has not gone round
+///   since (see `pids_created_since`): a pid that was allocated to our child
+///   after that spawn, and freed, has not been allocated again.
+struct Children {
+    live: std::collections::BTreeMap<i32, u64>,
+    freed: std::collections::BTreeMap<i32, u64>,
+}
+
+impl Children {
+    /// True when a sweep for the spawn `mark` can skip `pid`.
+    fn skips(&self, pid: i32, mark: &SpawnMark) -> bool {
+        (pid != mark.pid && self.live.contains_key(&pid))
+            || self
+                .freed
+                .get(&pid)
+                .is_some_and(|&f| mark.forks != 0 && f >= mark.forks)
+    }
+
+    /// How many pids in the cyclic range after `mark.pid` up to `last` it
+    /// skips.
+    fn count_in(&self, mark: &SpawnMark, last: i32) -> usize {
+        let after = mark.pid;
+        let n = |set: &std::collections::BTreeMap<i32, u64>| {
+            let c = |r: std::collections::btree_map::Range<'_, i32, u64>| {
+                r.filter(|(p, _)| self.skips(**p, mark)).count()
+            };
+            if last == after {
+                0
+            } else if last > after {
+                c(set.range(after + 1..=last))
+            } else {
+                c(set.range(after + 1..)) + c(set.range(..=last))
+            }
+        };
+        n(&self.live) + n(&self.freed)
+    }
+}
+
+fn children() -> std::sync::MutexGuard<'static, Children> {
+    static CHILDREN: std::sync::Mutex<Children> = std::sync::Mutex::new(Children {
+        live: std::collections::BTreeMap::new(),
+        freed: std::collections::BTreeMap::new(),
+    });
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Signals our child through its pidfd (it may have left its process group)
@@ -603,6 +669,11 @@ pub(crate) struct SpawnMark {
     /// `processes` of /proc/stat (forks and clones since boot, system-wide)
     /// just before the spawn; 0 if unknown.
     pub forks: u64,
+    /// `processes` read at the start of the last sweep that found nothing
+    /// (0: none did). Processes become visible in /proc and counted there
+    /// at the same moment, so while it has not moved, nothing can have
+    /// appeared that such a sweep did not see, and the next sweep is free.
+    pub clean_sweep_forks: u64,
 }
 
 impl SpawnMark {
@@ -612,6 +683,7 @@ impl SpawnMark {
         SpawnMark {
             pid,
             forks: forks_before.unwrap_or(0),
+            clean_sweep_forks: 0,
         }
     }
 }
@@ -642,13 +714,21 @@ fn pid_max() -> i64 {
 /// allocator cannot have wrapped past the child's pid, so every newer process
 /// has a pid in the cyclic range (mark.pid, last allocated pid]. None when
 /// no bound is known (then every pid must be looked at).
-fn pids_created_since(mark: &SpawnMark) -> Option<Vec<i32>> {
+///
+/// Also returns the `processes` count it read first (0 if unknown).
+fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64) {
     if mark.forks == 0 {
-        return None;
+        return (None, 0);
     }
-    let forks = forks_since_boot()?;
+    let Some(forks) = forks_since_boot() else {
+        return (None, 0);
+    };
+    (pids_created_between(mark, forks), forks)
+}
+
+fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
     let created = forks.checked_sub(mark.forks)?;
-    if created == 0 {
+    if created == 0 || forks == mark.clean_sweep_forks {
         return Some(Vec::new());
     }
     let max = pid_max();
@@ -668,7 +748,10 @@ fn pids_created_since(mark: &SpawnMark) -> Option<Vec<i32>> {
     } else {
         max - mark.pid as i64 + last as i64
     };
-    if span <= 256 {
+    // Our own services' processes among them are skipped without a
+    // syscall (see `Children`), so they do not count as candidates.
+    let ours = children().count_in(mark, last) as i64;
+    if span - ours <= 256 {
         // Few candidates: probe them directly instead of listing /proc.
         let mut v = Vec::with_capacity(span as usize);
         let mut p = mark.pid;
@@ -690,19 +773,35 @@ fn pids_created_since(mark: &SpawnMark) -> Option<Vec<i32>> {
 /// Everything a spawn leaves behind was created after it, so with `mark`
 /// only the pids allocated since are read (usually none or a handful, however
 /// many processes the machine runs); only those started after the spawn are
-/// opened for their environment.
+/// opened for their environment. A sweep that finds nothing is remembered in
+/// `mark`, so that the next one is free when no process was created since.
 pub(crate) fn find_leftovers(
     pgid: i32,
     tag_name: &[u8],
     since_ticks: u64,
-    mark: Option<&SpawnMark>,
+    mut mark: Option<&mut SpawnMark>,
 ) -> Vec<Target> {
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
-    let candidates = mark.and_then(pids_created_since).unwrap_or_else(all_pids);
+    let (candidates, forks) = match mark.as_deref() {
+        Some(m) => pids_created_since(m),
+        None => (None, 0),
+    };
+    // Freed pids are known unused only within the bounded range.
+    let bounded = candidates.is_some();
+    let candidates = candidates.unwrap_or_else(all_pids);
     let mut found = Vec::new();
+    let mut lineage = Lineage::new(me, since_ticks);
     for pid in candidates {
-        if pid == me {
+        let skip = mark.as_deref().is_some_and(|m| {
+            let c = children();
+            if bounded {
+                c.skips(pid, m)
+            } else {
+                pid != m.pid && c.live.contains_key(&pid)
+            }
+        });
+        if pid == me || skip {
             continue;
         }
         let Some(s) = read_stat(pid) else { continue };
@@ -717,11 +816,85 @@ pub(crate) fn find_leftovers(
             }
             continue;
         }
-        if s.pgrp == pgid || (s.start_ticks >= since_ticks && environ_has(pid, tag_name)) {
+        if s.pgrp == pgid
+            || (s.start_ticks >= since_ticks
+                && lineage.may_descend(s.ppid)
+                && environ_has(pid, tag_name))
+        {
             found.push(t);
         }
     }
+    if let Some(m) = mark.as_deref_mut() {
+        // The main process itself (the group leader) does not count.
+        let clean = found.iter().all(|t| t.pid == pgid);
+        m.clean_sweep_forks = if clean { forks } else { 0 };
+    }
     found
+}
+
+/// Tells from a process's parent whether it can descend from a spawn made
+/// at `since` ticks, before its environment is read (the costly part of a
+/// sweep on a busy machine). A descendant's parent is another descendant
+/// (started at or after the spawn) or, once orphaned, whoever adopted it:
+/// init, the host, or a subreaper among the host's ancestors. A parent that
+/// started before the spawn and is none of these rules the process out:
+/// say, a build tool that started new compilers since.
+struct Lineage {
+    me: i32,
+    since: u64,
+    /// Parents seen in this sweep: pid and start ticks (None: gone).
+    parents: Vec<(i32, Option<u64>)>,
+}
+
+impl Lineage {
+    fn new(me: i32, since: u64) -> Self {
+        Lineage {
+            me,
+            since,
+            parents: Vec::new(),
+        }
+    }
+
+    fn may_descend(&mut self, ppid: i32) -> bool {
+        if ppid <= 1 || ppid == self.me {
+            return true;
+        }
+        let start = match self.parents.iter().find(|(p, _)| *p == ppid) {
+            Some((_, st)) => *st,
+            None => {
+                let st = read_stat(ppid).map(|s| s.start_ticks);
+                self.parents.push((ppid, st));
+                st
+            }
+        };
+        match start {
+            // The parent is gone: nothing to tell from it.
+            None => true,
+            Some(t) if t >= self.since => true,
+            Some(_) => host_line_has(self.me, ppid),
+        }
+    }
+}
+
+/// The host's ancestors, read once per process. The list can only grow
+/// stale by losing members (an ancestor that dies hands the host to one
+/// further up), so a cached one never misses an adopter.
+fn host_line_has(me: i32, pid: i32) -> bool {
+    static LINE: std::sync::Mutex<(i32, Vec<i32>)> = std::sync::Mutex::new((0, Vec::new()));
+    let mut g = LINE.lock().unwrap_or_else(|e| e.into_inner());
+    if g.0 != me {
+        let mut line = Vec::new();
+        let mut p = me;
+        while let Some(s) = read_stat(p) {
+            if s.ppid <= 1 || line.len() >= 64 {
+                break;
+            }
+            line.push(s.ppid);
+            p = s.ppid;
+        }
+        *g = (me, line);
+    }
+    g.1.contains(&pid)
 }
 
 /// Every process carrying the tag variable (used by reap_orphans).
