@@ -120,8 +120,25 @@ fn cut_point(buf: &[u8], max: usize) -> usize {
     }
 }
 
+/// The C library's memchr (vectorised): every byte a child writes passes
+/// through here, and a byte-at-a-time loop was the largest cost of reading.
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+    if haystack.is_empty() {
+        return None;
+    }
+    // SAFETY: reads at most `haystack.len()` bytes of `haystack`.
+    let p = unsafe {
+        libc::memchr(
+            haystack.as_ptr() as *const libc::c_void,
+            needle as libc::c_int,
+            haystack.len(),
+        )
+    };
+    if p.is_null() {
+        None
+    } else {
+        Some(p as usize - haystack.as_ptr() as usize)
+    }
 }
 
 /// Joins lines that begin with a space or a tab onto the entry before them
@@ -231,14 +248,12 @@ pub fn detect_level(text: &[u8]) -> Level {
     };
     let mut i = 0;
     while i < head.len() {
-        if !head[i].is_ascii_alphabetic() {
-            i += 1;
-            continue;
+        i = skip_run(head, i, false);
+        if i >= head.len() {
+            break;
         }
         let start = i;
-        while i < head.len() && head[i].is_ascii_alphabetic() {
-            i += 1;
-        }
+        i = skip_run(head, i, true);
         let word = &head[start..i];
         if (4..=8).contains(&word.len()) {
             if let Some(level) = level_word(word) {
@@ -247,6 +262,31 @@ pub fn detect_level(text: &[u8]) -> Level {
         }
     }
     Level::Unknown
+}
+
+/// From `i`, the index of the first byte that is not (`alpha`) or is not
+/// (`!alpha`) an ASCII letter, eight bytes at a time: this scan runs over
+/// every line the children write.
+fn skip_run(b: &[u8], mut i: usize, alpha: bool) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        // Per byte, without carries between bytes: fold to lower case with
+        // the high bit cleared, then bit 7 of `b + k` is set iff b >= 0x80 - k.
+        let lower = (x & !HIGH) | 0x2020_2020_2020_2020;
+        let ge_a = lower + 0x1f1f_1f1f_1f1f_1f1f; // >= b'a'
+        let gt_z = lower + 0x0505_0505_0505_0505; // >= b'z' + 1
+        let letters = ge_a & !gt_z & !x & HIGH;
+        let stop = if alpha { !letters & HIGH } else { letters };
+        if stop != 0 {
+            return i + (stop.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i].is_ascii_alphabetic() == alpha {
+        i += 1;
+    }
+    i
 }
 
 fn level_word(word: &[u8]) -> Option<Level> {
@@ -499,6 +539,16 @@ mod tests {
 
     #[test]
     fn level_words_are_found_in_any_case_as_whole_words() {
+        // The eight-byte scan agrees with is_ascii_alphabetic on every byte.
+        for b in 0..=255u8 {
+            let mut buf = [b'.'; 9];
+            buf[3] = b;
+            assert_eq!(
+                skip_run(&buf, 0, false),
+                if b.is_ascii_alphabetic() { 3 } else { 9 },
+                "{b}"
+            );
+        }
         assert_eq!(detect_level(b"2024-01-01 ERROR boom"), Level::Error);
         assert_eq!(detect_level(b"[warn] disk"), Level::Warn);
         assert_eq!(detect_level(b"WARNING: x"), Level::Warn);
@@ -510,6 +560,16 @@ mod tests {
         assert_eq!(detect_level(b"errors=0 infos"), Level::Unknown);
         assert_eq!(detect_level(b""), Level::Unknown);
         assert_eq!(detect_level(b"plain\nERROR in second line"), Level::Unknown);
+        assert_eq!(
+            detect_level(b"0123456789abcdefghij[{`@Z]  xxxxxxxxxxxxxxxxx ERROR"),
+            Level::Error
+        );
+        assert_eq!(
+            detect_level("\u{e9}t\u{e9} ok 12345678 Warning".as_bytes()),
+            Level::Warn
+        );
+        assert_eq!(detect_level(b"xxxxxxxxerror"), Level::Unknown);
+        assert_eq!(detect_level(b"12345678info"), Level::Info);
     }
 
     #[test]
