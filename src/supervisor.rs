@@ -810,11 +810,20 @@ impl Run {
                     self.write_state(Phase::Backoff);
                     let until = Instant::now().checked_add(Duration::from_millis(delay_ms));
                     let cancel = self.inner.cancel.clone();
-                    tokio::select! {
-                        _ = sleep_until(tokio_instant(until)) => {}
-                        _ = cancel.requested() => {
+                    // No timer for a zero delay: tokio rounds deadlines up to
+                    // its next millisecond tick, which capped restart churn.
+                    if delay_ms == 0 {
+                        if cancel.is_requested() {
                             self.emit(self.event(EventKind::Stopping));
                             return self.finish_cancelled();
+                        }
+                    } else {
+                        tokio::select! {
+                            _ = sleep_until(tokio_instant(until)) => {}
+                            _ = cancel.requested() => {
+                                self.emit(self.event(EventKind::Stopping));
+                                return self.finish_cancelled();
+                            }
                         }
                     }
                     self.restart.note_restart();
