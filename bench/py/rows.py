@@ -5,7 +5,7 @@ when it is available). One row per invocation; prints one JSON line.
     rows.py w3-asyncio N             asyncio, pidfd child watcher
     rows.py w4-subprocess STOPS      Popen + terminate + wait
     rows.py w5-psutil TREES          psutil children(recursive) + terminate + wait_procs
-    rows.py w1-devrig WRITER N       the binding (pending until it ships)
+    rows.py w1-devrig WRITER N       the binding: queue_logs, log_batches(), texts()
     rows.py w3-devrig N
 """
 import asyncio
@@ -149,8 +149,55 @@ def w5_psutil(trees):
 
 
 def w1_devrig(writer, n):
-    import devrig  # noqa: F401  (rows written once the binding documents its fastest API)
-    raise SystemExit("pending")
+    """The fastest documented way (bindings/python/README.md, "Consuming a
+    chatty service fast"): queue_logs=True, log_batches(), batch.texts()."""
+    import devrig
+    t0 = now()
+    sup = devrig.Supervisor("w1", f"exec {writer} {n}", queue_logs=True,
+                            policy=devrig.RestartPolicy(mode="never", startup_grace=0))
+    sup.start()
+    count = bad = 0
+    secs = 0.0
+    for batch in sup.log_batches():
+        texts = batch.texts()
+        for t in texts:
+            if len(t) != 63:
+                bad += 1
+        count += len(texts)
+        if count >= n and not secs:
+            secs = now() - t0
+    sup.wait()
+    out(lines=count, lost=n - count, bad=bad, secs=secs, rate=count / secs)
+
+
+def w3_devrig(n):
+    import devrig
+    raise_nofile()
+    lines = [0]
+
+    def on_batch(batch):
+        lines[0] += len(batch)
+
+    rss0 = status_field("VmRSS")
+    t0 = now()
+    sups = []
+    for i in range(n):
+        s = devrig.Supervisor(f"svc-{i}", "exec sleep 3600", on_log_batch=on_batch,
+                              policy=devrig.RestartPolicy(mode="never", startup_grace=0))
+        s.start()
+        sups.append(s)
+    start_all = now() - t0
+    time.sleep(0.5)
+    threads, rss1 = status_field("Threads"), status_field("VmRSS")
+    idle = idle_cpu()
+    t2 = now()
+    for s in sups:
+        s.cancel()
+    for s in sups:
+        s.wait()
+    stop_all = now() - t2
+    out(n=n, threads=threads, start_all=start_all, stop_all=stop_all,
+        rss_per_kib=(rss1 - rss0) / n, idle_cpu=idle)
 
 
 def main():
@@ -163,6 +210,10 @@ def main():
         w4_subprocess(int(args[0]))
     elif row == "w5-psutil":
         w5_psutil(int(args[0]))
+    elif row == "w1-devrig":
+        w1_devrig(args[0], int(args[1]))
+    elif row == "w3-devrig":
+        w3_devrig(int(args[0]))
     else:
         raise SystemExit(f"unknown row {row}")
 
