@@ -137,6 +137,112 @@ struct Inner {
     detached: AtomicBool,
 }
 
+impl Inner {
+    fn check_not_forked(&self) -> Result<()> {
+        if std::process::id() != self.creator_pid {
+            return Err(Error::state(format!(
+                "supervisor {:?} was created in process {} and cannot be used in forked child {}",
+                self.name,
+                self.creator_pid,
+                std::process::id()
+            )));
+        }
+        Ok(())
+    }
+
+    fn start(self: Arc<Inner>) -> Result<()> {
+        self.check_not_forked()?;
+        let setup = lock(&self.setup).take().ok_or_else(|| {
+            Error::state(format!(
+                "supervisor {:?} has already been started (a handle runs once)",
+                self.name
+            ))
+        })?;
+        *lock(&self.status) = Status::Starting;
+        let rt = runtime::get();
+        let inner = self.clone();
+        let reg = rt.register(inner.cancel.clone());
+        let run = Run::new(setup, inner.clone());
+        let task = rt.rt.spawn(run.run());
+        rt.rt.spawn(async move {
+            let (result, outcome) = match task.await {
+                Ok(done) => done,
+                // A panic inside the driver (a bug, or a callback's panic
+                // payload that panics when dropped): end the run instead of
+                // leaving its waiters blocked forever. The child was killed
+                // while the run unwound (ChildIo's Drop).
+                Err(e) => {
+                    let msg = format!("run ended by a panic: {}", join_error_text(e));
+                    let outcome = Outcome {
+                        kind: OutcomeKind::Failed,
+                        message: msg.clone(),
+                        ..Outcome::default()
+                    };
+                    (Err(Error::Panic(msg)), outcome)
+                }
+            };
+            runtime::get().unregister(reg);
+            let _ = inner.outcome.set(outcome);
+            *lock(&inner.status) = Status::Done(result);
+            inner.changed.notify_all();
+        });
+        if runtime::on_library_thread() {
+            // Blocking a worker on another task could starve the runtime;
+            // a spawn failure is then reported by wait() and the outcome.
+            return Ok(());
+        }
+        let mut st = lock(&self.status);
+        while matches!(*st, Status::Starting) {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        match &*st {
+            Status::Done(Err(e @ Error::Spawn(_))) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+        self.check_not_forked()?;
+        if runtime::on_library_thread() {
+            return Err(Error::state(format!(
+                "wait on supervisor {:?} from a library thread (inside a callback) would deadlock",
+                self.name
+            )));
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut st = lock(&self.status);
+        loop {
+            match &*st {
+                Status::Idle => {
+                    return Err(Error::state(format!(
+                        "supervisor {:?} has not been started",
+                        self.name
+                    )))
+                }
+                Status::Done(r) => return r.clone(),
+                Status::Starting | Status::Running => {}
+            }
+            st = match deadline {
+                None => self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::Timeout(format!(
+                            "supervisor {:?} still running after {} ms",
+                            self.name,
+                            timeout.unwrap_or_default().as_millis()
+                        )));
+                    }
+                    self.changed
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
 /// Supervises one service, once. Dropping a running supervisor requests a
 /// stop and detaches the callbacks; the run finishes (and reaps) in the
 /// background. Call `cancel` and `wait` to stop it synchronously.
@@ -184,15 +290,7 @@ impl Supervisor {
     }
 
     fn check_not_forked(&self) -> Result<()> {
-        if std::process::id() != self.inner.creator_pid {
-            return Err(Error::state(format!(
-                "supervisor {:?} was created in process {} and cannot be used in forked child {}",
-                self.inner.name,
-                self.inner.creator_pid,
-                std::process::id()
-            )));
-        }
-        Ok(())
+        self.inner.check_not_forked()
     }
 
     /// Runs `f` on the configuration if the run has not started.
@@ -305,106 +403,17 @@ impl Supervisor {
     /// been attempted: `Err(Error::Spawn)` if it failed. A second call is
     /// `Error::State`.
     pub fn start(&self) -> Result<()> {
-        self.check_not_forked()?;
-        let setup = lock(&self.inner.setup).take().ok_or_else(|| {
-            Error::state(format!(
-                "supervisor {:?} has already been started (a handle runs once)",
-                self.inner.name
-            ))
-        })?;
-        *lock(&self.inner.status) = Status::Starting;
-        let rt = runtime::get();
-        let inner = self.inner.clone();
-        let reg = rt.register(inner.cancel.clone());
-        let run = Run::new(setup, inner.clone());
-        let task = rt.rt.spawn(run.run());
-        rt.rt.spawn(async move {
-            let (result, outcome) = match task.await {
-                Ok(done) => done,
-                // A panic inside the driver (a bug, or a callback's panic
-                // payload that panics when dropped): end the run instead of
-                // leaving its waiters blocked forever. The child was killed
-                // while the run unwound (ChildIo's Drop).
-                Err(e) => {
-                    let msg = format!("run ended by a panic: {}", join_error_text(e));
-                    let outcome = Outcome {
-                        kind: OutcomeKind::Failed,
-                        message: msg.clone(),
-                        ..Outcome::default()
-                    };
-                    (Err(Error::Panic(msg)), outcome)
-                }
-            };
-            runtime::get().unregister(reg);
-            let _ = inner.outcome.set(outcome);
-            *lock(&inner.status) = Status::Done(result);
-            inner.changed.notify_all();
-        });
-        if runtime::on_library_thread() {
-            // Blocking a worker on another task could starve the runtime;
-            // a spawn failure is then reported by wait() and the outcome.
-            return Ok(());
-        }
-        let mut st = lock(&self.inner.status);
-        while matches!(*st, Status::Starting) {
-            st = self
-                .inner
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        match &*st {
-            Status::Done(Err(e @ Error::Spawn(_))) => Err(e.clone()),
-            _ => Ok(()),
-        }
+        // Everything after the spawn of the run uses this reference, not
+        // `self`: a callback may devrig_free the handle (and so `self`)
+        // before this call returns.
+        Inner::start(self.inner.clone())
     }
 
     /// Waits for the run to end: `Ok` or the run's error (`Error::Spawn` if
     /// the first spawn failed); `Error::Timeout` if `timeout` passed first.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        self.check_not_forked()?;
-        if runtime::on_library_thread() {
-            return Err(Error::state(format!(
-                "wait on supervisor {:?} from a library thread (inside a callback) would deadlock",
-                self.inner.name
-            )));
-        }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut st = lock(&self.inner.status);
-        loop {
-            match &*st {
-                Status::Idle => {
-                    return Err(Error::state(format!(
-                        "supervisor {:?} has not been started",
-                        self.inner.name
-                    )))
-                }
-                Status::Done(r) => return r.clone(),
-                Status::Starting | Status::Running => {}
-            }
-            st = match deadline {
-                None => self
-                    .inner
-                    .changed
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(Error::Timeout(format!(
-                            "supervisor {:?} still running after {} ms",
-                            self.inner.name,
-                            timeout.unwrap_or_default().as_millis()
-                        )));
-                    }
-                    self.inner
-                        .changed
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
-        }
+        // As in `start`: the handle may be freed while this thread waits.
+        self.inner.clone().wait(timeout)
     }
 
     /// Runs until the run ends; see `start` and `wait`.
@@ -415,8 +424,9 @@ impl Supervisor {
                 self.inner.name
             )));
         }
-        self.start()?;
-        self.wait(None)
+        let inner = self.inner.clone();
+        Inner::start(inner.clone())?;
+        inner.wait(None)
     }
 
     /// Requests a stop. Thread-safe, idempotent, allowed before, during and
