@@ -102,8 +102,25 @@ class Supervisor(_devrig.Supervisor):
     service and waits until it is reaped.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Arguments are handled by the native __new__.
+    def __init__(
+        self,
+        name: str,
+        command: str,
+        cwd: Any = None,
+        env: Any = None,
+        policy: Any = None,
+        state_dir: Any = None,
+        stop_grace: Any = 5.0,
+        on_log: Any = None,
+        on_event: Any = None,
+        *,
+        multiline: bool = True,
+        max_line_bytes: int = 65536,
+        on_log_batch: Any = None,
+        queue_logs: bool = False,
+    ) -> None:
+        # The arguments were checked and used by the native __new__; this
+        # signature is for help() and inspect.
         _live.add(self)
 
     def lines(self) -> Iterator[LogLine]:
