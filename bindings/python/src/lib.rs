@@ -1573,7 +1573,7 @@ impl Supervisor {
             return Ok(false);
         }
         let core = self.core.clone();
-        let t = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let t = timeout.and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok());
         py.detach(move || {
             let _ = core.wait(t);
         });
