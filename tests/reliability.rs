@@ -654,7 +654,11 @@ const PERL_DAEMON: &str = r#"perl -MPOSIX -e '$|=1; if (!fork()) { POSIX::setsid
 
 #[test]
 fn children_that_change_process_group_or_session_leave_nothing() {
-    if !Command::new("perl").arg("-e1").status().is_ok_and(|s| s.success()) {
+    if !Command::new("perl")
+        .arg("-e1")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         eprintln!("RELI pgrp/setsid: perl not found, skipped");
         return;
     }
@@ -969,7 +973,10 @@ fn state_dir_read_only_supervision_goes_on_with_a_warning() {
     s.run().unwrap();
     let _ = Command::new("umount").arg(&state).status();
     let ev = seen.lock().unwrap().events.clone();
-    assert_eq!(ev.iter().filter(|e| e.kind == EventKind::Started).count(), 3);
+    assert_eq!(
+        ev.iter().filter(|e| e.kind == EventKind::Started).count(),
+        3
+    );
     let w: Vec<&Event> = ev.iter().filter(|e| e.kind == EventKind::Warning).collect();
     assert!(
         !w.is_empty() && w[0].message.contains("Read-only file system"),
@@ -1001,8 +1008,10 @@ fn panic_inside_the_run_task_ends_the_run_and_stops_the_child() {
     cfg.stop_grace = Duration::from_millis(300);
     cfg.env.push(("RELI_MARK".into(), mark.clone().into()));
     let s = Supervisor::new(cfg).unwrap();
-    s.on_log(Some(Box::new(|_: &[LogLine<'_>]| std::panic::panic_any(Bomb))))
-        .unwrap();
+    s.on_log(Some(Box::new(|_: &[LogLine<'_>]| {
+        std::panic::panic_any(Bomb)
+    })))
+    .unwrap();
     s.start().unwrap();
     let r = s.wait(Some(Duration::from_secs(10)));
     assert!(matches!(r, Err(Error::Panic(_))), "{r:?}");

@@ -54,7 +54,10 @@ fn restart_mode_parse_writes_only_on_success() {
     let mut m = DEVRIG_RESTART_NEVER;
     // SAFETY: valid pointers or NULL.
     unsafe {
-        assert_eq!(devrig_restart_mode_parse(c"always".as_ptr(), &mut m), DEVRIG_OK);
+        assert_eq!(
+            devrig_restart_mode_parse(c"always".as_ptr(), &mut m),
+            DEVRIG_OK
+        );
         assert_eq!(m, DEVRIG_RESTART_ALWAYS);
         assert_eq!(
             devrig_restart_mode_parse(c"sometimes".as_ptr(), &mut m),
@@ -101,7 +104,10 @@ fn handle_life_cycle_without_a_run() {
         assert_eq!(devrig_set_max_line_bytes(h, 0), DEVRIG_E_INVALID_ARGUMENT);
         assert_eq!(devrig_set_max_line_bytes(h, 1), DEVRIG_OK);
         assert_eq!(devrig_on_log(h, Some(on_log), ptr::null_mut()), DEVRIG_OK);
-        assert_eq!(devrig_on_event(h, Some(on_event), ptr::null_mut()), DEVRIG_OK);
+        assert_eq!(
+            devrig_on_event(h, Some(on_event), ptr::null_mut()),
+            DEVRIG_OK
+        );
         assert_eq!(devrig_on_log(h, None, ptr::null_mut()), DEVRIG_OK);
 
         let mut o = std::mem::MaybeUninit::<devrig_outcome>::uninit();
@@ -109,7 +115,10 @@ fn handle_life_cycle_without_a_run() {
         let o = o.assume_init();
         assert_eq!(o.kind, DEVRIG_OUTCOME_NONE);
         assert_eq!(CStr::from_ptr(o.message).to_bytes(), b"");
-        assert_eq!(devrig_outcome_get(h, ptr::null_mut()), DEVRIG_E_INVALID_ARGUMENT);
+        assert_eq!(
+            devrig_outcome_get(h, ptr::null_mut()),
+            DEVRIG_E_INVALID_ARGUMENT
+        );
 
         // Cancel before the run: allowed, idempotent.
         assert_eq!(devrig_cancel(h), DEVRIG_OK);

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use devrig::{Config, Event, EventKind, LogLine, OutcomeKind, RestartMode, RestartPolicy, Stream, Supervisor};
+use devrig::{
+    Config, Event, EventKind, LogLine, OutcomeKind, RestartMode, RestartPolicy, Stream, Supervisor,
+};
 
 const LINES: u64 = 300;
 
@@ -54,7 +56,12 @@ fn children() -> (u64, u64) {
         for pid in c.split_whitespace() {
             n += 1;
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()) == Some("Z") {
+            if stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                == Some("Z")
+            {
                 z += 1;
             }
         }
@@ -74,7 +81,10 @@ fn marked_alive(mark: &str) -> usize {
         };
         if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let st = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let st = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             if !matches!(st, Some("Z" | "X") | None) {
                 n += 1;
             }
@@ -151,17 +161,21 @@ fn soak(services: usize, secs: u64) {
                 let (tag, n) = text.split_once(' ').unwrap_or(("?", "x"));
                 let want_tag = if l.stream == Stream::Stdout { "O" } else { "E" };
                 let Ok(n) = n.parse::<u64>() else {
-                    c.violations.push(format!("pid {}: bad line {text:?}", l.pid));
+                    c.violations
+                        .push(format!("pid {}: bad line {text:?}", l.pid));
                     continue;
                 };
                 if tag != want_tag {
-                    c.violations.push(format!("pid {}: {text:?} on {:?}", l.pid, l.stream));
+                    c.violations
+                        .push(format!("pid {}: {text:?} on {:?}", l.pid, l.stream));
                 }
                 let key = (l.pid, l.stream as u8);
                 let want = *c.next.get(&key).unwrap_or(&0);
                 if n != want {
-                    c.violations
-                        .push(format!("pid {} {:?}: got {n}, expected {want}", l.pid, l.stream));
+                    c.violations.push(format!(
+                        "pid {} {:?}: got {n}, expected {want}",
+                        l.pid, l.stream
+                    ));
                 }
                 c.next.insert(key, n + 1);
             }
@@ -253,7 +267,12 @@ fn soak(services: usize, secs: u64) {
         violations.len()
     );
 
-    assert!(violations.is_empty(), "{} violations, first: {:?}", violations.len(), &violations[..violations.len().min(10)]);
+    assert!(
+        violations.is_empty(),
+        "{} violations, first: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
     assert!(totals.full_runs.load(Ordering::Relaxed) >= services as u64);
     assert_eq!(end_fds, base_fds, "descriptors leaked");
     assert_eq!(end_children, 0, "children left (zombies?)");
