@@ -98,6 +98,7 @@ fuzz:
 	$(MAKE) --no-print-directory -C tests/fuzz long
 
 soak: build
+	$(MAKE) --no-print-directory -C tests/soak soak
 	$(MAKE) --no-print-directory -C tests/c soak
 
 install: build
