@@ -287,8 +287,24 @@ def main():
         head += ["The Python binding was not usable when this was generated (no",
                  "bindings/python/README.md or `import devrig` failed in bench/.venv): its rows",
                  "are marked pending; the Python baselines were measured.", ""]
+    notes = [
+        "## Notes",
+        "",
+        "- The machine is shared: other jobs create processes while this runs (tens of",
+        "  forks per second at times). W3 stop-all and W4's worst case are the rows most",
+        "  affected: each stop sweeps the pids created since its spawn for escaped",
+        "  descendants, and processes that others create (orphans in particular, whose",
+        "  environment must be read) add to every sweep. On a quiet machine the C row's",
+        "  stop-all measured 0.07–0.14 s.",
+        "- W1 Go and W3 Go: the Go binding turns each line into a TelemetryEvent sent on",
+        "  a channel, and runs each service's blocking devrig_run on its own OS thread",
+        "  (508 threads for 500 services); both are binding design, not core costs.",
+        "- Profiles (perf, cpu-clock sampling with DWARF call graphs) and the core changes",
+        "  they led to are described in the commit messages of src/ (git log -- src/).",
+        "",
+    ]
     with open(a.output, "w") as f:
-        f.write("\n".join(head + rep.md).rstrip() + "\n")
+        f.write("\n".join(head + rep.md + notes).rstrip() + "\n")
     print(f"\nwrote {a.output} ({elapsed:.0f} s)")
     print("\nTargets:")
     for w, t, v, r in rep.targets:
