@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::unix::AsyncFd;
@@ -24,6 +24,13 @@ pub const WORKER_THREADS: usize = 4;
 pub(crate) struct CancelToken {
     requested: AtomicBool,
     notify: Notify,
+    /// The process group of the run's current child, 0 when there is none.
+    /// `request` sends it SIGTERM at once (kill is async-signal-safe), so
+    /// the child starts dying while the run task is still being woken.
+    live_group: AtomicI32,
+    /// Requests inside their kill(); the driver waits for none before it
+    /// reaps the child, after which the group id may be reused.
+    signalling: AtomicU32,
 }
 
 impl CancelToken {
@@ -31,9 +38,18 @@ impl CancelToken {
         self.requested.load(Ordering::SeqCst)
     }
 
-    /// Async-signal-safe: one atomic store and one write(2).
+    /// Async-signal-safe: atomics, kill(2) and write(2).
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
+        self.signalling.fetch_add(1, Ordering::SeqCst);
+        let group = self.live_group.load(Ordering::SeqCst);
+        if group > 1 {
+            // SAFETY: plain integers; group > 1, so never kill(0) or kill(-1).
+            // The group is reserved: its leader is not reaped before
+            // `clear_live_group` has seen this request leave.
+            unsafe { libc::kill(-group, libc::SIGTERM) };
+        }
+        self.signalling.fetch_sub(1, Ordering::SeqCst);
         let rt = CURRENT.load(Ordering::Acquire);
         if !rt.is_null() {
             // SAFETY: runtimes are leaked, never freed, so a non-null pointer
@@ -44,6 +60,22 @@ impl CancelToken {
             if rt.pid == unsafe { libc::getpid() } as u32 {
                 rt.wake();
             }
+        }
+    }
+
+    /// Names the process group that a stop request signals directly.
+    pub fn set_live_group(&self, pgid: i32) {
+        self.live_group.store(pgid, Ordering::SeqCst);
+    }
+
+    /// To be called before the child is reaped: no request signals its
+    /// group once this returns (SeqCst on both sides: either the request
+    /// saw 0, or this sees the request and waits the few instructions it
+    /// takes to finish).
+    pub fn clear_live_group(&self) {
+        self.live_group.store(0, Ordering::SeqCst);
+        while self.signalling.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
         }
     }
 

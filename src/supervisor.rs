@@ -521,6 +521,8 @@ struct Run {
     callback_panic: Option<String>,
     state_error_reported: bool,
     record: Record,
+    /// STOPPING was emitted for the current child.
+    stopping_emitted: bool,
 }
 
 /// The child being supervised and its pipes.
@@ -534,6 +536,8 @@ struct ChildIo {
     streams: [StreamIo; 2],
     /// Set once the main process has been reaped.
     reaped: bool,
+    /// Stop requests signal this child's group directly while it is live.
+    cancel: Arc<CancelToken>,
 }
 
 impl Drop for ChildIo {
@@ -544,6 +548,7 @@ impl Drop for ChildIo {
             return;
         }
         process::signal_service(self.pidfd.get_ref(), self.pid, libc::SIGKILL);
+        self.cancel.clear_live_group();
         let mut p = libc::pollfd {
             fd: self.pidfd.get_ref().as_raw_fd(),
             events: libc::POLLIN,
@@ -636,6 +641,7 @@ impl Run {
             last: None,
             callback_panic: None,
             state_error_reported: false,
+            stopping_emitted: false,
             record,
         }
     }
@@ -890,7 +896,8 @@ impl Run {
         spawned_at: Instant,
     ) -> ChildEnd {
         let pid = child.pid;
-        let mut io = match Self::child_io(child, tag, &self.cfg) {
+        self.stopping_emitted = false;
+        let mut io = match Self::child_io(child, tag, &self.cfg, self.inner.cancel.clone()) {
             Ok(io) => io,
             Err((e, pid, pidfd)) => {
                 // Cannot watch it (descriptor limits): do not leave it behind.
@@ -914,6 +921,7 @@ impl Run {
                 };
             }
         };
+        io.cancel.set_live_group(pid);
         self.record.pid = pid as u32;
         self.record.start_ticks = io.start_ticks;
         self.record.start_ms = process::ticks_to_ms(io.start_ticks).unwrap_or(0);
@@ -1042,6 +1050,11 @@ impl Run {
         }
         self.deliver();
 
+        if self.cancel_requested() && !self.stopping_emitted {
+            // A stop that raced with a natural exit is still reported.
+            self.emit_stopping(pid);
+        }
+        io.cancel.clear_live_group();
         let reaped = process::reap(io.pidfd.get_ref(), pid);
         io.reaped = true;
         let status = match reaped {
@@ -1075,6 +1088,7 @@ impl Run {
         child: process::Child,
         tag: String,
         cfg: &Config,
+        cancel: Arc<CancelToken>,
     ) -> std::result::Result<ChildIo, (std::io::Error, i32, OwnedFd)> {
         let process::Child {
             pid,
@@ -1118,6 +1132,7 @@ impl Run {
             exit: None,
             streams: [mk(out, Stream::Stdout), mk(err, Stream::Stderr)],
             reaped: false,
+            cancel,
         })
     }
 
@@ -1129,6 +1144,7 @@ impl Run {
     }
 
     fn emit_stopping(&mut self, pid: i32) {
+        self.stopping_emitted = true;
         let mut ev = self.event(EventKind::Stopping);
         ev.pid = pid as u32;
         ev.message = format!(
