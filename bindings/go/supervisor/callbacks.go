@@ -24,6 +24,11 @@ type runState struct {
 	evts *events.Broadcaster
 	sup  *C.devrig_supervisor // for devrig_cancel after a panic
 
+	// ended is closed once the terminal event has been delivered (after
+	// its Send): the run ends right after it.
+	ended     chan struct{}
+	endedOnce sync.Once
+
 	mu       sync.Mutex
 	panicked bool
 	panicVal any
@@ -146,8 +151,13 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 	if rs == nil || e == nil {
 		return
 	}
+	if e.kind == C.DEVRIG_EVENT_STOPPED || e.kind == C.DEVRIG_EVENT_FAILED {
+		// Deferred first, so it runs last: after the Send and after a
+		// panic was recovered.
+		defer rs.endedOnce.Do(func() { close(rs.ended) })
+	}
 	defer rs.recoverInto()
-	if rs.dead() {
+	if rs.dead() || rs.evts == nil {
 		return
 	}
 	status, ok := statuses[uint32(e.kind)]

@@ -158,7 +158,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 
-	rs := &runState{name: s.Name, logs: s.logBroadcast, evts: s.eventBroadcast, sup: sup}
+	rs := &runState{name: s.Name, logs: s.logBroadcast, evts: s.eventBroadcast, sup: sup,
+		ended: make(chan struct{})}
 	h := cgo.NewHandle(rs)
 	defer h.Delete()
 	if rs.logs != nil {
@@ -169,33 +170,35 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if rs.evts != nil {
-		if err := call("register event callback", func() uint32 {
-			return uint32(C.devrig_go_on_event(sup, C.uintptr_t(h)))
-		}); err != nil {
-			C.devrig_free(sup)
-			return err
-		}
+	// The event callback is registered even without an events broadcaster:
+	// the terminal event is how Run learns that the run is ending.
+	if err := call("register event callback", func() uint32 {
+		return uint32(C.devrig_go_on_event(sup, C.uintptr_t(h)))
+	}); err != nil {
+		C.devrig_free(sup)
+		return err
 	}
 
-	// Cancellation: a goroutine turns ctx.Done into devrig_cancel. It is
-	// stopped and waited for before the handle is freed.
 	if ctx.Err() != nil {
 		C.devrig_cancel(sup) // the run ends at once, without spawning
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		select {
-		case <-ctx.Done():
-			C.devrig_cancel(sup)
-		case <-stop:
+	// No OS thread is blocked for the life of the run: devrig_start returns
+	// once the first spawn was attempted, the wait happens in Go (on the
+	// terminal event, delivered by the event callback), and devrig_wait is
+	// only polled, never called with a blocking timeout.
+	runErr := startRun(sup, s.Name)
+	var code ErrorCode
+	if e, ok := runErr.(*Error); ok {
+		code = e.Code
+	}
+	if runErr == nil {
+		awaitEnd(ctx, sup, rs.ended)
+	}
+	if runErr == nil || code == CodeSpawn { // the run was started: collect it
+		if err := reap(sup, s.Name); runErr == nil {
+			runErr = err
 		}
-	})
-
-	runErr := call("spawn "+s.Name, func() uint32 { return uint32(C.devrig_run(sup)) })
-	close(stop)
-	wg.Wait()
+	}
 
 	var out C.devrig_outcome
 	if C.devrig_outcome_get(sup, &out) == C.DEVRIG_OK {
@@ -214,6 +217,72 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	runtime.KeepAlive(rs)
 	rs.repanic()
 	return runErr
+}
+
+// startSlots bounds the devrig_start calls in progress. Each blocks its OS
+// thread until the first spawn was attempted (about a millisecond); without
+// a bound, hundreds of Runs starting at once would make the Go runtime
+// create a thread for each (and it keeps threads it created).
+var startSlots = make(chan struct{}, 2)
+
+// startRun starts the run in the background (devrig_start).
+func startRun(sup *C.devrig_supervisor, name string) error {
+	startSlots <- struct{}{}
+	defer func() { <-startSlots }()
+	return call("spawn "+name, func() uint32 { return uint32(C.devrig_start(sup)) })
+}
+
+// Safety net while waiting for the terminal event: should the run end
+// without one (only a panic inside libdevrig's run driver does), a rare
+// poll of devrig_wait still notices. Rare on purpose: polls of hundreds of
+// idle services are the only CPU they would cost. Doubling up to the max.
+const (
+	endPollFirst = 30 * time.Second
+	endPollMax   = 5 * time.Minute
+)
+
+// awaitEnd waits in Go until the run is ending: ended is closed by the
+// event callback once the terminal event (stopped/failed) was delivered.
+// Cancelling ctx requests the stop (devrig_cancel) and keeps waiting.
+func awaitEnd(ctx context.Context, sup *C.devrig_supervisor, ended <-chan struct{}) {
+	done := ctx.Done()
+	d := endPollFirst
+	poll := time.NewTimer(d)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ended:
+			return
+		case <-done:
+			C.devrig_cancel(sup)
+			done = nil
+		case <-poll.C:
+			if C.devrig_wait(sup, 0) != C.DEVRIG_E_TIMEOUT {
+				return
+			}
+			d = min(2*d, endPollMax)
+			poll.Reset(d)
+		}
+	}
+}
+
+// reap returns the status of a run that has ended or is about to: the run
+// ends right after its terminal event (the callback has returned), so the
+// polls of devrig_wait are few and short; no OS thread blocks.
+func reap(sup *C.devrig_supervisor, name string) error {
+	d := 20 * time.Microsecond
+	for {
+		var st uint32
+		err := call("run "+name, func() uint32 {
+			st = uint32(C.devrig_wait(sup, 0))
+			return st
+		})
+		if st != C.DEVRIG_E_TIMEOUT {
+			return err
+		}
+		time.Sleep(d)
+		d = min(2*d, 10*time.Millisecond)
+	}
 }
 
 // checkNUL refuses strings that C would silently cut at a NUL byte.
