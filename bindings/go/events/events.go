@@ -11,7 +11,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/devrig/libdevrig/bindings/go/internal/evhook"
 )
+
+func init() {
+	evhook.SendBatch = func(b *Broadcaster, evs []TelemetryEvent) { b.sendBatch(evs) }
+}
 
 // ServiceStatusKind says which kind of event a TelemetryEvent is.
 type ServiceStatusKind int
@@ -147,7 +153,11 @@ type subscriber struct {
 // devrig's own Broadcaster drops at once when a buffer is full; call
 // SetSendTimeout with a value <= 0 for exactly that behaviour.
 type Broadcaster struct {
-	mu        sync.Mutex
+	mu sync.Mutex
+	// subs is copy-on-write: an element visible in a slice taken under mu
+	// is never changed afterwards (Subscribe appends past every earlier
+	// length; Unsubscribe builds a new array), so senders use that slice
+	// after unlocking without copying it.
 	subs      []*subscriber
 	closed    bool
 	timeout   time.Duration
@@ -219,48 +229,78 @@ func (s *subscriber) shut() {
 // happens when a buffer is full). Safe from any goroutine; a Send after
 // Close does nothing.
 func (b *Broadcaster) Send(ev TelemetryEvent) {
-	b.mu.Lock()
-	if b.closed || len(b.subs) == 0 {
-		b.mu.Unlock()
+	subs, timeout := b.snapshot()
+	for _, s := range subs {
+		b.deliver(s, []TelemetryEvent{ev}, timeout)
+	}
+}
+
+// sendBatch delivers evs in order, as Send would one by one, but takes the
+// broadcaster's lock once and each subscriber's lock once per batch. Each
+// subscriber receives the whole batch in turn. Used by the supervisor for
+// the log lines of one read (reached through internal/evhook).
+func (b *Broadcaster) sendBatch(evs []TelemetryEvent) {
+	if len(evs) == 0 {
 		return
 	}
-	subs := make([]*subscriber, len(b.subs))
-	copy(subs, b.subs)
+	subs, timeout := b.snapshot()
+	for _, s := range subs {
+		b.deliver(s, evs, timeout)
+	}
+}
+
+// snapshot returns the current subscribers (nil after Close) and the send
+// timeout. The slice must not be modified (see subs).
+func (b *Broadcaster) snapshot() ([]*subscriber, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, 0
+	}
 	timeout := DefaultSendTimeout
 	if b.timeoutOK {
 		timeout = b.timeout
 	}
-	b.mu.Unlock()
-
-	for _, s := range subs {
-		b.deliver(s, ev, timeout)
-	}
+	return b.subs, timeout
 }
 
-func (b *Broadcaster) deliver(s *subscriber, ev TelemetryEvent, timeout time.Duration) {
+// deliver puts evs into s's buffer, in order.
+func (b *Broadcaster) deliver(s *subscriber, evs []TelemetryEvent, timeout time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	select {
-	case s.ch <- ev:
-		s.stalled = false
-		return
-	default:
-	}
-	if timeout <= 0 || s.stalled {
-		b.dropped.Add(1)
-		return
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case s.ch <- ev:
-	case <-s.quit:
-	case <-t.C:
-		s.stalled = true
-		b.dropped.Add(1)
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for i := range evs {
+		select {
+		case s.ch <- evs[i]:
+			s.stalled = false
+			continue
+		default:
+		}
+		if timeout <= 0 || s.stalled {
+			b.dropped.Add(1)
+			continue
+		}
+		if t == nil {
+			t = time.NewTimer(timeout)
+		} else {
+			t.Reset(timeout) // Go >= 1.23 timers: no stale expiry to drain
+		}
+		select {
+		case s.ch <- evs[i]:
+		case <-s.quit:
+			return // unsubscribed or closed: nothing more for it
+		case <-t.C:
+			s.stalled = true
+			b.dropped.Add(1)
+		}
 	}
 }
 

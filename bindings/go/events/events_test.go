@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/devrig/libdevrig/bindings/go/internal/evhook"
 )
 
 func recv(t *testing.T, ch <-chan TelemetryEvent) (TelemetryEvent, bool) {
@@ -144,4 +146,69 @@ func TestKindStrings(t *testing.T) {
 	if KindServiceStatusChange != 0 || KindLogRecord != 1 || KindLogRecord.String() != "LogRecord" {
 		t.Fatal("kind values")
 	}
+}
+
+// sendBatch (the supervisor's per-read delivery, through internal/evhook)
+// keeps Send's semantics: every subscriber gets every event in order, with
+// backpressure; a stalled subscriber costs one timeout per batch, not one
+// per event; Unsubscribe wakes it.
+func TestSendBatch(t *testing.T) {
+	if f, ok := evhook.SendBatch.(func(*Broadcaster, []TelemetryEvent)); !ok || f == nil {
+		t.Fatalf("evhook.SendBatch is %T", evhook.SendBatch)
+	}
+	b := NewBroadcaster()
+	b.SetSendTimeout(time.Second)
+	fast, slow := b.Subscribe(0), b.Subscribe(2)
+	batch := make([]TelemetryEvent, 50)
+	for i := range batch {
+		batch[i] = TelemetryEvent{Kind: KindLogRecord, PID: i}
+	}
+	var wg sync.WaitGroup
+	for _, ch := range []<-chan TelemetryEvent{fast, slow} {
+		wg.Go(func() {
+			for i := range batch {
+				if ch == slow && i%10 == 0 {
+					time.Sleep(5 * time.Millisecond)
+				}
+				if e, _ := recv(t, ch); e.PID != i {
+					t.Errorf("event %d: got PID %d", i, e.PID)
+					return
+				}
+			}
+		})
+	}
+	b.sendBatch(batch)
+	wg.Wait()
+	if d := b.Dropped(); d != 0 {
+		t.Fatalf("%d dropped", d)
+	}
+
+	// A subscriber that stopped reading: one timeout, then drops at once.
+	b.Unsubscribe(fast)
+	b.SetSendTimeout(50 * time.Millisecond)
+	t0 := time.Now()
+	b.sendBatch(batch)
+	if el := time.Since(t0); el > 2*time.Second {
+		t.Fatalf("a stalled subscriber cost %v", el)
+	}
+	if d := b.Dropped(); d != uint64(len(batch)-2) {
+		t.Fatalf("%d dropped, want %d", d, len(batch)-2)
+	}
+
+	// Unsubscribe wakes a batch blocked on a full buffer.
+	b.SetSendTimeout(time.Hour)
+	for len(slow) > 0 {
+		<-slow
+	}
+	done := make(chan struct{})
+	go func() { b.sendBatch(batch); close(done) }()
+	time.Sleep(20 * time.Millisecond)
+	b.Unsubscribe(slow)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unsubscribe did not wake sendBatch")
+	}
+	b.Close()
+	b.sendBatch(batch) // after Close: nothing, no panic
 }

@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/devrig/libdevrig/bindings/go/events"
+	"github.com/devrig/libdevrig/bindings/go/internal/evhook"
 )
 
 // runState is what the C callbacks reach through a cgo.Handle during one Run.
@@ -23,6 +24,11 @@ type runState struct {
 	logs *events.Broadcaster
 	evts *events.Broadcaster
 	sup  *C.devrig_supervisor // for devrig_cancel after a panic
+
+	// Log path state, used only by goDevrigLogBatch (never concurrent).
+	evbuf  []events.TelemetryEvent
+	lastMs int64
+	lastTs time.Time
 
 	// ended is closed once the terminal event has been delivered (after
 	// its Send): the run ends right after it.
@@ -71,6 +77,10 @@ func (rs *runState) repanic() {
 // testHookPanic, when set by a test, is called in the event callback.
 var testHookPanic func(ev *events.TelemetryEvent)
 
+// testNotContiguous, set by a test, makes copyGroup take the path for
+// texts that are not contiguous in memory.
+var testNotContiguous bool
+
 // stateOf looks the handle up; an invalid handle (a bug) gives nil rather
 // than a panic that would unwind into C.
 func stateOf(h C.uintptr_t) (rs *runState) {
@@ -83,16 +93,22 @@ func stateOf(h C.uintptr_t) (rs *runState) {
 	return rs
 }
 
-func lenientString(p *C.char, n C.size_t) string {
-	s := C.GoStringN(p, C.int(n))
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	return s
-}
-
 var severities = [...]string{events.SeverityUnknown, events.SeverityTrace, events.SeverityDebug,
 	events.SeverityInfo, events.SeverityWarn, events.SeverityError}
+
+// sendBatch is events' unexported (*Broadcaster).sendBatch: one lock per
+// batch instead of one per line.
+var sendBatch = evhook.SendBatch.(func(*events.Broadcaster, []events.TelemetryEvent))
+
+// Log lines are copied out of C in groups: the texts of a group go into one
+// Go allocation, and each line's LogBody is a substring of it. A retained
+// LogBody keeps its group's bytes alive, so groups are small: at most
+// groupBytes of text (a longer line is a group by itself) and groupLines
+// lines (the reusable event buffer of a run).
+const (
+	groupBytes = 8 << 10
+	groupLines = 256
+)
 
 //export goDevrigLogBatch
 func goDevrigLogBatch(h C.uintptr_t, lines *C.devrig_log_line, count C.size_t) {
@@ -104,12 +120,73 @@ func goDevrigLogBatch(h C.uintptr_t, lines *C.devrig_log_line, count C.size_t) {
 	if rs.dead() {
 		return
 	}
-	// Copy everything out of C memory first, then publish (Send may wait
-	// for a slow subscriber; the C data is only lent for this call).
 	batch := unsafe.Slice(lines, int(count))
-	evs := make([]events.TelemetryEvent, len(batch))
-	for i := range batch {
+	if rs.evbuf == nil {
+		rs.evbuf = make([]events.TelemetryEvent, groupLines)
+	}
+	// Callbacks of one handle are never concurrent: evbuf is ours. It is
+	// cleared on the way out so that it does not keep texts alive.
+	used := 0
+	defer func() { clear(rs.evbuf[:used]) }()
+	for len(batch) > 0 {
+		n := rs.copyGroup(batch)
+		used = max(used, n)
+		// The C data stays valid for the whole call, Sends included.
+		sendBatch(rs.logs, rs.evbuf[:n])
+		batch = batch[n:]
+	}
+}
+
+// copyGroup fills rs.evbuf with events for the first lines of batch (one
+// group, at least one line) and returns how many it took.
+//
+// In libdevrig each text is followed by a NUL byte in one arena, so the
+// texts of a batch are contiguous (text[i+1] == text[i] + len[i] + 1) and a
+// group is one copy; otherwise each text is copied, with the same layout.
+// NUL separators keep every line a separate UTF-8 sequence, so one
+// validation of the group tells whether any line needs repairing.
+func (rs *runState) copyGroup(batch []C.devrig_log_line) int {
+	n, size, contiguous := 0, 0, true
+	for n < len(batch) && n < len(rs.evbuf) {
+		l := &batch[n]
+		if n > 0 && size+int(l.len) > groupBytes {
+			break
+		}
+		if n > 0 && uintptr(unsafe.Pointer(l.text)) != uintptr(unsafe.Pointer(batch[0].text))+uintptr(size) {
+			contiguous = false
+		}
+		size += int(l.len) + 1
+		n++
+	}
+	var text string
+	if contiguous && !testNotContiguous {
+		// One copy (GoStringN does not zero the memory first); the region
+		// ends before the last text's NUL.
+		text = C.GoStringN(batch[0].text, C.int(size-1))
+	} else {
+		buf := make([]byte, size-1)
+		off := 0
+		for i := range n {
+			l := &batch[i]
+			off += copy(buf[off:], unsafe.Slice((*byte)(unsafe.Pointer(l.text)), int(l.len)))
+			if i < n-1 {
+				buf[off] = 0
+				off++
+			}
+		}
+		// buf is never written again: the strings may share it.
+		text = unsafe.String(unsafe.SliceData(buf), len(buf))
+	}
+	valid := utf8.ValidString(text)
+
+	off := 0
+	for i := range n {
 		l := &batch[i]
+		body := text[off : off+int(l.len)]
+		off += int(l.len) + 1
+		if !valid && !utf8.ValidString(body) {
+			body = strings.ToValidUTF8(body, "\uFFFD")
+		}
 		sev := events.SeverityUnknown
 		if int(l.level) < len(severities) {
 			sev = severities[l.level]
@@ -118,19 +195,20 @@ func goDevrigLogBatch(h C.uintptr_t, lines *C.devrig_log_line, count C.size_t) {
 		if l.stream == C.DEVRIG_STDERR {
 			stream = events.StreamStderr
 		}
-		evs[i] = events.TelemetryEvent{
+		if ms := int64(l.timestamp_ms); ms != rs.lastMs || rs.lastTs.IsZero() {
+			rs.lastMs, rs.lastTs = ms, time.UnixMilli(ms)
+		}
+		rs.evbuf[i] = events.TelemetryEvent{
 			Kind:        events.KindLogRecord,
 			Service:     rs.name,
-			LogBody:     lenientString(l.text, l.len),
+			LogBody:     body,
 			LogSeverity: sev,
 			Stream:      stream,
 			PID:         int(l.pid),
-			Timestamp:   time.UnixMilli(int64(l.timestamp_ms)),
+			Timestamp:   rs.lastTs,
 		}
 	}
-	for i := range evs {
-		rs.logs.Send(evs[i])
-	}
+	return n
 }
 
 var statuses = map[uint32]string{

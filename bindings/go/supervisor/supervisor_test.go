@@ -506,3 +506,53 @@ func TestLongLinesAndMultilineOff(t *testing.T) {
 		t.Fatal("negative MaxLineBytes accepted")
 	}
 }
+
+// Log lines are copied out of C in groups sharing one allocation; bodies
+// stay exact across group boundaries, with invalid UTF-8 repaired per line
+// (never leaking into a neighbour), empty lines, multibyte characters and a
+// line longer than a group. Both copy paths: one region, and line by line.
+func TestLogGroupsExact(t *testing.T) {
+	var content strings.Builder
+	var want []string
+	add := func(line string) {
+		content.WriteString(line + "\n")
+		want = append(want, strings.ToValidUTF8(line, "\uFFFD"))
+	}
+	for i := 1; i <= 3000; i++ {
+		switch {
+		case i%7 == 0:
+			add(fmt.Sprintf("bad\xff%d\xe2\x82", i)) // a stray byte, a truncated sequence
+		case i%11 == 0:
+			add("")
+		case i%13 == 0:
+			add("\xac" + strconv.Itoa(i)) // starts with a continuation byte
+		default:
+			add(fmt.Sprintf("é€%d %s", i, strings.Repeat("z", i%97)))
+		}
+		if i == 1500 {
+			add(strings.Repeat("y", 20000))
+		}
+	}
+	path := filepath.Join(t.TempDir(), "lines")
+	if err := os.WriteFile(path, []byte(content.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, notContiguous := range []bool{false, true} {
+		t.Run(fmt.Sprintf("notContiguous=%v", notContiguous), func(t *testing.T) {
+			testNotContiguous = notContiguous
+			defer func() { testNotContiguous = false }()
+			r := runSupervisor(t, context.Background(), "groups", "cat "+path, fastPolicy(RestartNever), 60*time.Second, nil)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if len(r.logs) != len(want) {
+				t.Fatalf("%d lines, want %d", len(r.logs), len(want))
+			}
+			for i, l := range r.logs {
+				if l.LogBody != want[i] {
+					t.Fatalf("line %d: %q, want %q", i+1, l.LogBody, want[i])
+				}
+			}
+		})
+	}
+}
