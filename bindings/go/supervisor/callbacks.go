@@ -106,8 +106,8 @@ var sendBatch = evhook.SendBatch.(func(*events.Broadcaster, []events.TelemetryEv
 // groupBytes of text (a longer line is a group by itself) and groupLines
 // lines (the reusable event buffer of a run).
 const (
-	groupBytes = 8 << 10
-	groupLines = 256
+	groupBytes = 4 << 10
+	groupLines = 64
 )
 
 //export goDevrigLogBatch
