@@ -198,15 +198,17 @@ func (rs *runState) copyGroup(batch []C.devrig_log_line) int {
 		if ms := int64(l.timestamp_ms); ms != rs.lastMs || rs.lastTs.IsZero() {
 			rs.lastMs, rs.lastTs = ms, time.UnixMilli(ms)
 		}
-		rs.evbuf[i] = events.TelemetryEvent{
-			Kind:        events.KindLogRecord,
-			Service:     rs.name,
-			LogBody:     body,
-			LogSeverity: sev,
-			Stream:      stream,
-			PID:         int(l.pid),
-			Timestamp:   rs.lastTs,
-		}
+		// Field by field, not a composite literal (built on the stack, then
+		// all 248 bytes copied): evbuf's other fields are always zero (it
+		// is only ever written here and cleared after each batch).
+		e := &rs.evbuf[i]
+		e.Kind = events.KindLogRecord
+		e.Service = rs.name
+		e.LogBody = body
+		e.LogSeverity = sev
+		e.Stream = stream
+		e.PID = int(l.pid)
+		e.Timestamp = rs.lastTs
 	}
 	return n
 }
