@@ -213,6 +213,8 @@ typedef struct devrig_restart_policy {
   uint64_t max_delay_ms;
   /**
    * A run at least this long resets both restart counters. [60000]
+   * 0 forgives every run: max_restarts and startup_max_restarts then
+   * never end the run (only crash_loop_limit or a cancel does).
    */
   uint64_t reset_after_ms;
   /**
@@ -382,7 +384,10 @@ enum devrig_status devrig_set_working_dir(struct devrig_supervisor *sup, const c
 /**
  * Adds `key=value` to the service's environment (on top of the inherited
  * one; a second call with the same key replaces the value). The key must be
- * non-empty without '='. Before the run only.
+ * non-empty without '='. Before the run only. Sizes are not checked here,
+ * but the kernel refuses an environment string ("key=value") over 128 KiB
+ * or arguments plus environment over its ARG_MAX: the spawn then fails
+ * with "Argument list too long" (DEVRIG_E_SPAWN from devrig_run/start).
  */
 enum devrig_status devrig_set_env(struct devrig_supervisor *sup,
                                   const char *key,

@@ -77,6 +77,8 @@ pub struct devrig_restart_policy {
     /// Backoff cap; must be >= initial_delay_ms. [30000]
     pub max_delay_ms: u64,
     /// A run at least this long resets both restart counters. [60000]
+    /// 0 forgives every run: max_restarts and startup_max_restarts then
+    /// never end the run (only crash_loop_limit or a cancel does).
     pub reset_after_ms: u64,
     /// Give up after this many restartable exits inside the window; 0: off. [5]
     pub crash_loop_limit: u32,
@@ -554,7 +556,10 @@ pub unsafe extern "C" fn devrig_set_working_dir(
 
 /// Adds `key=value` to the service's environment (on top of the inherited
 /// one; a second call with the same key replaces the value). The key must be
-/// non-empty without '='. Before the run only.
+/// non-empty without '='. Before the run only. Sizes are not checked here,
+/// but the kernel refuses an environment string ("key=value") over 128 KiB
+/// or arguments plus environment over its ARG_MAX: the spawn then fails
+/// with "Argument list too long" (DEVRIG_E_SPAWN from devrig_run/start).
 #[no_mangle]
 pub unsafe extern "C" fn devrig_set_env(
     sup: *mut devrig_supervisor,
