@@ -689,13 +689,22 @@ impl SpawnMark {
 }
 
 fn forks_since_boot() -> Option<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = read_small("/proc/stat", &mut buf).ok()?;
-    let text = &buf[..n];
-    let at = text.windows(10).position(|w| w == b"processes ")?;
-    let rest = &text[at + 10..];
-    let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-    parse_num(&rest[..end]).map(|v| v as u64)
+    // Read on every sweep: keep the buffer instead of zeroing 64 KiB each time.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut buf = b.try_borrow_mut().ok()?;
+        if buf.is_empty() {
+            buf.resize(64 * 1024, 0);
+        }
+        let n = read_small("/proc/stat", &mut buf).ok()?;
+        let text = &buf[..n];
+        let at = text.windows(10).position(|w| w == b"processes ")?;
+        let rest = &text[at + 10..];
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        parse_num(&rest[..end]).map(|v| v as u64)
+    })
 }
 
 fn read_proc_number(path: &str) -> Option<i64> {

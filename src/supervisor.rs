@@ -962,27 +962,40 @@ impl Run {
 
         if cancelled {
             self.emit_stopping(pid);
-            let leftovers = self.leftovers(&mut io);
             process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
-            for t in &leftovers {
-                if process::read_stat(t.pid).map(|s| s.pgrp) != Some(pid) {
-                    t.signal(libc::SIGTERM);
-                }
-            }
             let deadline = Instant::now().checked_add(self.cfg.stop_grace);
-            let mut targets = leftovers;
-            if !self
-                .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
-                .await
-            {
+            // Wait for the main process before sweeping for escaped
+            // descendants: most services exit at once, and the sweep's CPU
+            // time would otherwise be taken from the dying child.
+            let main_gone = self
+                .wait_gone(&mut io, &mut Vec::new(), deadline, &mut cancelled)
+                .await;
+            let mut targets = self.leftovers(&mut io);
+            if main_gone {
+                for t in &targets {
+                    if process::read_stat(t.pid).map(|s| s.pgrp) != Some(pid) {
+                        t.signal(libc::SIGTERM);
+                    }
+                }
+                if !self
+                    .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
+                    .await
+                {
+                    process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
+                    for t in &targets {
+                        t.signal(libc::SIGKILL);
+                    }
+                }
+            } else {
+                // The grace ran out with the main process alive.
                 process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
                 for t in &targets {
                     t.signal(libc::SIGKILL);
                 }
+                // SIGKILL cannot be ignored: wait for the main process for good.
+                self.wait_gone(&mut io, &mut Vec::new(), None, &mut cancelled)
+                    .await;
             }
-            // SIGKILL cannot be ignored: wait for the main process for good.
-            self.wait_gone(&mut io, &mut Vec::new(), None, &mut cancelled)
-                .await;
             exited_at = Instant::now();
         } else {
             // The main process exited on its own: give its pipes a moment.
