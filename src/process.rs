@@ -788,7 +788,7 @@ pub(crate) fn find_leftovers(
     pgid: i32,
     tag_name: &[u8],
     since_ticks: u64,
-    mut mark: Option<&mut SpawnMark>,
+    mark: Option<&mut SpawnMark>,
 ) -> Vec<Target> {
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
@@ -833,7 +833,7 @@ pub(crate) fn find_leftovers(
             found.push(t);
         }
     }
-    if let Some(m) = mark.as_deref_mut() {
+    if let Some(m) = mark {
         // The main process itself (the group leader) does not count.
         let clean = found.iter().all(|t| t.pid == pgid);
         m.clean_sweep_forks = if clean { forks } else { 0 };
