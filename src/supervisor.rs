@@ -959,6 +959,9 @@ impl Run {
             }
         }
         let mut exited_at = Instant::now();
+        // Set when the last sweep, made after the main process exited, found
+        // nothing: the final sweep below is then not needed.
+        let all_clear;
 
         if cancelled {
             self.emit_stopping(pid);
@@ -971,6 +974,9 @@ impl Run {
                 .wait_gone(&mut io, &mut Vec::new(), deadline, &mut cancelled)
                 .await;
             let mut targets = self.leftovers(&mut io);
+            // Nothing of the service alive once its main process is gone: no
+            // process can appear later (every new one needs a live parent).
+            all_clear = main_gone && targets.is_empty();
             if main_gone {
                 for t in &targets {
                     if process::read_stat(t.pid).map(|s| s.pgrp) != Some(pid) {
@@ -1015,6 +1021,7 @@ impl Run {
                 }
             }
             let mut targets = self.leftovers(&mut io);
+            all_clear = targets.is_empty();
             if !targets.is_empty() {
                 process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
                 for t in &targets {
@@ -1034,7 +1041,7 @@ impl Run {
         }
 
         // Whatever appeared meanwhile (forked during the grace) gets SIGKILL.
-        for _ in 0..16 {
+        for _ in 0..if all_clear { 0 } else { 16 } {
             let mut targets = self.leftovers(&mut io);
             if targets.is_empty() {
                 break;
