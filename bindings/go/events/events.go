@@ -8,6 +8,7 @@
 package events
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,15 +65,25 @@ const (
 	StatusWarning     = "warning"      // not terminal: e.g. the state record could not be written
 )
 
-// Log severities (LogSeverity of KindLogRecord events); "" when no level
-// word was found in the line.
+// Log severities (LogSeverity of KindLogRecord events), as devrig's own
+// DetectLogLevel spells them: a TRACE line is "debug", and a line without a
+// level word is "info". The exact level is in TelemetryEvent.Level.
 const (
-	SeverityUnknown = ""
-	SeverityTrace   = "TRACE"
-	SeverityDebug   = "DEBUG"
-	SeverityInfo    = "INFO"
-	SeverityWarn    = "WARN"
-	SeverityError   = "ERROR"
+	SeverityDebug = "debug"
+	SeverityInfo  = "info"
+	SeverityWarn  = "warn"
+	SeverityError = "error"
+)
+
+// Exact levels (Level of KindLogRecord events, an addition); "" when the
+// line has no level word.
+const (
+	LevelUnknown = ""
+	LevelTrace   = "trace"
+	LevelDebug   = "debug"
+	LevelInfo    = "info"
+	LevelWarn    = "warn"
+	LevelError   = "error"
 )
 
 // Streams of KindLogRecord events.
@@ -103,6 +114,9 @@ type TelemetryEvent struct {
 
 	// Stream is "stdout" or "stderr" (log records only).
 	Stream string
+	// Level is the exact level libdevrig detected in a log record: "trace",
+	// "debug", "info", "warn", "error", or "" when there is no level word.
+	Level string
 	// PID is the child concerned: the writer of a log line, the child of
 	// a status change (0 when there is none).
 	PID int
@@ -315,4 +329,34 @@ func (b *Broadcaster) Close() {
 	for _, s := range subs {
 		s.shut()
 	}
+}
+
+// LogLine is a structured log line emitted by a supervised service (kept
+// from devrig's package; the supervisor publishes TelemetryEvents).
+type LogLine struct {
+	Service  string
+	Text     string
+	IsStderr bool
+	Level    string
+}
+
+// DetectLogLevel infers a log severity from common words in the text, as
+// devrig's own function does: "error", "warn", "debug", else "info".
+// (libdevrig's detection, used for LogSeverity, looks at whole words.)
+func DetectLogLevel(text string) string {
+	for _, c := range []struct {
+		words []string
+		level string
+	}{
+		{[]string{"ERROR", "error", "FATAL", "fatal", "PANIC", "panic", "CRIT", "crit"}, SeverityError},
+		{[]string{"WARN", "warn", "WARNING", "warning"}, SeverityWarn},
+		{[]string{"DEBUG", "debug", "TRACE", "trace"}, SeverityDebug},
+	} {
+		for _, w := range c.words {
+			if strings.Contains(text, w) {
+				return c.level
+			}
+		}
+	}
+	return SeverityInfo
 }

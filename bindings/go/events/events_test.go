@@ -212,3 +212,19 @@ func TestSendBatch(t *testing.T) {
 	b.Close()
 	b.sendBatch(batch) // after Close: nothing, no panic
 }
+
+func TestDetectLogLevelMatchesDevrig(t *testing.T) {
+	for text, want := range map[string]string{
+		"ERROR boom":      "error",
+		"a fatal thing":   "error",
+		"WARNING: disk":   "warn",
+		"TRACE enter":     "debug",
+		"debug: x":        "debug",
+		"plain":           "info",
+		"INFO: no error!": "error", // devrig's check is by priority, not position
+	} {
+		if got := DetectLogLevel(text); got != want {
+			t.Errorf("DetectLogLevel(%q) = %q, want %q", text, got, want)
+		}
+	}
+}

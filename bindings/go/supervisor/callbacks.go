@@ -93,8 +93,11 @@ func stateOf(h C.uintptr_t) (rs *runState) {
 	return rs
 }
 
-var severities = [...]string{events.SeverityUnknown, events.SeverityTrace, events.SeverityDebug,
+// By devrig_level: devrig's severity spelling, and the exact level.
+var severities = [...]string{events.SeverityInfo, events.SeverityDebug, events.SeverityDebug,
 	events.SeverityInfo, events.SeverityWarn, events.SeverityError}
+var levels = [...]string{events.LevelUnknown, events.LevelTrace, events.LevelDebug,
+	events.LevelInfo, events.LevelWarn, events.LevelError}
 
 // sendBatch is events' unexported (*Broadcaster).sendBatch: one lock per
 // batch instead of one per line.
@@ -187,9 +190,9 @@ func (rs *runState) copyGroup(batch []C.devrig_log_line) int {
 		if !valid && !utf8.ValidString(body) {
 			body = strings.ToValidUTF8(body, "\uFFFD")
 		}
-		sev := events.SeverityUnknown
+		sev, lvl := events.SeverityInfo, events.LevelUnknown
 		if int(l.level) < len(severities) {
-			sev = severities[l.level]
+			sev, lvl = severities[l.level], levels[l.level]
 		}
 		stream := events.StreamStdout
 		if l.stream == C.DEVRIG_STDERR {
@@ -206,6 +209,7 @@ func (rs *runState) copyGroup(batch []C.devrig_log_line) int {
 		e.Service = rs.name
 		e.LogBody = body
 		e.LogSeverity = sev
+		e.Level = lvl
 		e.Stream = stream
 		e.PID = int(l.pid)
 		e.Timestamp = rs.lastTs

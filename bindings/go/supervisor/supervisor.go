@@ -21,8 +21,10 @@
 //
 // Every run ends with exactly one terminal event and nothing follows it.
 // Log entries are published on the logs broadcaster as events.KindLogRecord
-// with LogBody, LogSeverity ("TRACE", "DEBUG", "INFO", "WARN", "ERROR" or ""
-// when no level word was found), Stream, PID and Timestamp.
+// with LogBody, LogSeverity (devrig's spelling: "error", "warn", "info",
+// "debug"; TRACE lines are "debug" and lines without a level word "info"),
+// and the additions Level (exact: "trace" ... "error", "" when none), Stream,
+// PID and Timestamp.
 package supervisor
 
 /*

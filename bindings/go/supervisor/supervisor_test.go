@@ -295,10 +295,15 @@ func TestLogFields(t *testing.T) {
 	if strings.Join(bodies, "|") != strings.Join(want, "|") {
 		t.Fatalf("stdout bodies %q, want %q", bodies, want)
 	}
-	if stdout[0].LogSeverity != "INFO" || stdout[1].LogSeverity != "" {
-		t.Fatalf("severities %q %q", stdout[0].LogSeverity, stdout[1].LogSeverity)
+	// devrig's spelling in LogSeverity ("info" also when there is no level
+	// word), the exact level in Level.
+	if stdout[0].LogSeverity != "info" || stdout[1].LogSeverity != "info" ||
+		stdout[0].Level != "info" || stdout[1].Level != "" {
+		t.Fatalf("severities %q %q, levels %q %q", stdout[0].LogSeverity, stdout[1].LogSeverity,
+			stdout[0].Level, stdout[1].Level)
 	}
-	if len(stderr) != 1 || stderr[0].LogBody != "WARN two" || stderr[0].LogSeverity != "WARN" {
+	if len(stderr) != 1 || stderr[0].LogBody != "WARN two" || stderr[0].LogSeverity != "warn" ||
+		stderr[0].Level != "warn" {
 		t.Fatalf("stderr %+v", stderr)
 	}
 }
