@@ -3,47 +3,13 @@
  * escaped grandchildren and leftovers, free on a running handle. */
 #include "testlib.h"
 
-typedef struct {
-  recorder rec;
-  devrig_supervisor *sup;
-} fixture;
-
-static devrig_supervisor *make(fixture *f, const char *name, const char *cmd,
-                               devrig_restart_policy p) {
-  rec_init(&f->rec);
-  f->sup = devrig_new(name, cmd);
-  if (!f->sup) {
-    fprintf(stderr, "devrig_new(%s): %s\n", name, devrig_last_error());
-    return NULL;
-  }
-  if (devrig_set_policy(f->sup, &p) != DEVRIG_OK) {
-    fprintf(stderr, "devrig_set_policy(%s): %s\n", name, devrig_last_error());
-  }
-  devrig_set_stop_grace_ms(f->sup, 2000);
-  rec_attach(&f->rec, f->sup);
-  return f->sup;
-}
-
-static void done(fixture *f) {
-  devrig_free(f->sup);
-  rec_destroy(&f->rec);
-}
-
-static devrig_outcome outcome(fixture *f) {
-  devrig_outcome o;
-  memset(&o, 0, sizeof o);
-  devrig_status st = devrig_outcome_get(f->sup, &o);
-  CHECK_EQ(st, DEVRIG_OK);
-  return o;
-}
-
 static void test_completed_on_failure_exit0(void) {
   fixture f;
-  ASSERT(make(&f, "done0", "exit 0", fast_policy(DEVRIG_RESTART_ON_FAILURE)));
+  ASSERT(fixture_make(&f, "done0", "exit 0", fast_policy(DEVRIG_RESTART_ON_FAILURE)));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
   CHECK_ONE_TERMINAL(&f.rec);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
   CHECK_EQ(o.restarts, 0);
   CHECK_EQ(o.last_exit_code, 0);
@@ -63,35 +29,35 @@ static void test_completed_on_failure_exit0(void) {
     if (i) CHECK(e[i].timestamp_ms >= e[i - 1].timestamp_ms);
   }
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_never_nonzero(void) {
   fixture f;
-  ASSERT(make(&f, "never", "exit 3", fast_policy(DEVRIG_RESTART_NEVER)));
+  ASSERT(fixture_make(&f, "never", "exit 3", fast_policy(DEVRIG_RESTART_NEVER)));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
   CHECK_ONE_TERMINAL(&f.rec);
   CHECK_EQ(f.rec.ev[2].exit_code, 3);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
   CHECK_EQ(o.last_exit_code, 3);
   CHECK_EQ(o.restarts, 0);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_never_killed_by_signal(void) {
   fixture f;
-  ASSERT(make(&f, "sig", "kill -9 $$", fast_policy(DEVRIG_RESTART_NEVER)));
+  ASSERT(fixture_make(&f, "sig", "kill -9 $$", fast_policy(DEVRIG_RESTART_NEVER)));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
   CHECK_EQ(f.rec.ev[2].exit_code, -1);
   CHECK_EQ(f.rec.ev[2].signal, 9);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
   CHECK_EQ(o.last_exit_code, -1);
   CHECK_EQ(o.last_signal, 9);
-  done(&f);
+  fixture_done(&f);
 }
 
 static const char *THREE_RESTARTS =
@@ -102,24 +68,24 @@ static void test_always_restarts_exit0(void) {
   fixture f;
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ALWAYS);
   p.max_restarts = 2;
-  ASSERT(make(&f, "always", "exit 0", p));
+  ASSERT(fixture_make(&f, "always", "exit 0", p));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, THREE_RESTARTS);
   CHECK_ONE_TERMINAL(&f.rec);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK_EQ(o.restarts, 2);
   CHECK_EQ(o.last_exit_code, 0);
   CHECK(strstr(o.message, "restart budget") != NULL);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_restart_budget(void) {
   fixture f;
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
   p.max_restarts = 2;
-  ASSERT(make(&f, "budget", "echo hi; exit 7", p));
+  ASSERT(fixture_make(&f, "budget", "echo hi; exit 7", p));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, THREE_RESTARTS);
   CHECK_ONE_TERMINAL(&f.rec);
@@ -140,7 +106,7 @@ static void test_restart_budget(void) {
   int t = rec_wait_terminal(&f.rec, 0);
   CHECK(strstr(f.rec.ev[t].message, "restart budget") != NULL);
   CHECK_EQ(f.rec.ev[t].restart_count, 2);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK_EQ(o.restarts, 2);
   CHECK_EQ(o.last_exit_code, 7);
@@ -154,21 +120,21 @@ static void test_restart_budget(void) {
     CHECK_EQ(f.rec.ln[i].pid, f.rec.ev[st].pid);
     CHECK(f.rec.ln[i].events_before > (size_t)st && f.rec.ln[i].events_before <= (size_t)ex);
   }
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_max_restarts_zero(void) {
   fixture f;
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
   p.max_restarts = 0;
-  ASSERT(make(&f, "zero", "exit 1", p));
+  ASSERT(fixture_make(&f, "zero", "exit 1", p));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED FAILED");
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK_EQ(o.restarts, 0);
   CHECK_EQ(o.last_exit_code, 1);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_startup_failures(void) {
@@ -176,17 +142,17 @@ static void test_startup_failures(void) {
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
   p.startup_grace_ms = 5000;
   p.startup_max_restarts = 2;
-  ASSERT(make(&f, "startup", "exit 1", p));
+  ASSERT(fixture_make(&f, "startup", "exit 1", p));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED EXITED BACKOFF STARTED EXITED BACKOFF STARTED EXITED FAILED");
   CHECK_ONE_TERMINAL(&f.rec);
   int t = rec_wait_terminal(&f.rec, 0);
   CHECKF(strstr(f.rec.ev[t].message, "startup") != NULL, "message: %s", f.rec.ev[t].message);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK_EQ(o.restarts, 2);
   CHECK(strstr(o.message, "startup") != NULL);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_crash_loop(void) {
@@ -194,23 +160,23 @@ static void test_crash_loop(void) {
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
   p.crash_loop_limit = 3;
   p.crash_loop_window_ms = 60000;
-  ASSERT(make(&f, "loop", "exit 2", p));
+  ASSERT(fixture_make(&f, "loop", "exit 2", p));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, THREE_RESTARTS);
   CHECK_ONE_TERMINAL(&f.rec);
   int t = rec_wait_terminal(&f.rec, 0);
   CHECKF(strstr(f.rec.ev[t].message, "crash loop") != NULL, "message: %s",
          f.rec.ev[t].message);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK_EQ(o.restarts, 2);
   CHECK(strstr(o.message, "crash loop") != NULL);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_first_spawn_fails(void) {
   fixture f;
-  ASSERT(make(&f, "nospawn", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "nospawn", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_set_working_dir(f.sup, "/no/such/dir/devrig-test"), DEVRIG_OK);
   CHECK_ERR(devrig_run(f.sup), DEVRIG_E_SPAWN, "/no/such/dir/devrig-test");
   CHECK_KINDS(&f.rec, "SPAWN_FAILED FAILED");
@@ -218,20 +184,20 @@ static void test_first_spawn_fails(void) {
   int t = rec_wait_terminal(&f.rec, 0);
   CHECK(strstr(f.rec.ev[t].message, "/no/such/dir/devrig-test") != NULL);
   CHECK(strstr(f.rec.ev[0].message, "/no/such/dir/devrig-test") != NULL);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK_EQ(o.restarts, 0);
   CHECK(strstr(o.message, "/no/such/dir/devrig-test") != NULL);
   CHECK_ST(devrig_wait(f.sup, 0), DEVRIG_E_SPAWN);
-  done(&f);
+  fixture_done(&f);
 
   /* devrig_start reports it too, and devrig_wait returns the same status */
-  ASSERT(make(&f, "nospawn2", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "nospawn2", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_set_working_dir(f.sup, "/no/such/dir/devrig-test"), DEVRIG_OK);
   CHECK_ST(devrig_start(f.sup), DEVRIG_E_SPAWN);
   CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_E_SPAWN);
   CHECK_KINDS(&f.rec, "SPAWN_FAILED FAILED");
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_workdir_removed_before_respawn(void) {
@@ -243,7 +209,7 @@ static void test_workdir_removed_before_respawn(void) {
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
   p.startup_grace_ms = 5000;
   p.startup_max_restarts = 2;
-  ASSERT(make(&f, "wd", cmd, p));
+  ASSERT(fixture_make(&f, "wd", cmd, p));
   CHECK_ST(devrig_set_working_dir(f.sup, dir), DEVRIG_OK);
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK); /* only the first spawn is an error */
   CHECK_KINDS(&f.rec, "STARTED EXITED BACKOFF SPAWN_FAILED BACKOFF SPAWN_FAILED FAILED");
@@ -252,10 +218,10 @@ static void test_workdir_removed_before_respawn(void) {
   CHECKF(strstr(f.rec.ev[t].message, "startup") != NULL, "message: %s", f.rec.ev[t].message);
   int sf = rec_wait_kind(&f.rec, DEVRIG_EVENT_SPAWN_FAILED, 0, 0);
   CHECK(strstr(f.rec.ev[sf].message, dir) != NULL);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK(strstr(o.message, "startup") != NULL);
-  done(&f);
+  fixture_done(&f);
   rm_rf(dir);
   free(dir);
 }
@@ -266,7 +232,7 @@ static void test_backoff_bounds_and_delays(void) {
   p.initial_delay_ms = 150;
   p.max_delay_ms = 400;
   p.max_restarts = 3;
-  ASSERT(make(&f, "backoff", "exit 1", p));
+  ASSERT(fixture_make(&f, "backoff", "exit 1", p));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec,
               "STARTED RUNNING EXITED BACKOFF STARTED RUNNING EXITED BACKOFF "
@@ -288,12 +254,12 @@ static void test_backoff_bounds_and_delays(void) {
            (long long)gap, (unsigned long long)d);
     CHECKF(strstr(f.rec.ev[b].message, "") != NULL, "%s", f.rec.ev[b].message);
   }
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_cancel_latency(void) {
   fixture f;
-  ASSERT(make(&f, "cancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "cancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, slow(10000)) >= 0);
   int64_t t0 = mono_ms();
@@ -307,18 +273,18 @@ static void test_cancel_latency(void) {
   int x = rec_wait_kind(&f.rec, DEVRIG_EVENT_EXITED, 0, 0);
   CHECK_EQ(f.rec.ev[x].signal, SIGTERM);
   CHECK_EQ(f.rec.ev[x].exit_code, -1);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_EQ(o.restarts, 0);
   CHECK_EQ(o.last_signal, SIGTERM);
   CHECK_EQ(o.last_exit_code, -1);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_cancel_before_run(void) {
   fixture f;
-  ASSERT(make(&f, "early", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "early", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
   int64_t t0 = mono_ms();
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
@@ -328,12 +294,12 @@ static void test_cancel_before_run(void) {
   ASSERT(f.rec.nev >= 1);
   CHECK_EQ(f.rec.ev[f.rec.nev - 1].kind, DEVRIG_EVENT_STOPPED);
   CHECK_ONE_TERMINAL(&f.rec);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_EQ(o.restarts, 0);
   CHECK_EQ(o.last_exit_code, 0);
   CHECK_EQ(o.last_signal, 0);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_cancel_during_backoff(void) {
@@ -341,7 +307,7 @@ static void test_cancel_during_backoff(void) {
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
   p.initial_delay_ms = 20000;
   p.max_delay_ms = 20000;
-  ASSERT(make(&f, "inbackoff", "exit 1", p));
+  ASSERT(fixture_make(&f, "inbackoff", "exit 1", p));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_BACKOFF, 0, slow(10000)) >= 0);
   int64_t t0 = mono_ms();
@@ -350,16 +316,16 @@ static void test_cancel_during_backoff(void) {
   CHECKF(mono_ms() - t0 < slow(2000), "took %lld ms", (long long)(mono_ms() - t0));
   CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED BACKOFF STOPPING STOPPED");
   CHECK_ONE_TERMINAL(&f.rec);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_EQ(o.restarts, 0);
   CHECK_EQ(o.last_exit_code, 1);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_sigterm_ignored_gets_sigkill(void) {
   fixture f;
-  ASSERT(make(&f, "stubborn", "trap '' TERM; echo ready; sleep 30",
+  ASSERT(fixture_make(&f, "stubborn", "trap '' TERM; echo ready; sleep 30",
               fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_set_stop_grace_ms(f.sup, 400), DEVRIG_OK);
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
@@ -372,11 +338,11 @@ static void test_sigterm_ignored_gets_sigkill(void) {
   CHECK_KINDS(&f.rec, "STARTED RUNNING STOPPING EXITED STOPPED");
   int x = rec_wait_kind(&f.rec, DEVRIG_EVENT_EXITED, 0, 0);
   CHECK_EQ(f.rec.ev[x].signal, SIGKILL);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_EQ(o.last_signal, SIGKILL);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* The pid printed after `prefix` in a recorded line, or 0. */
@@ -395,7 +361,7 @@ static int line_pid(recorder *r, const char *prefix, int nth) {
 
 static void test_escaped_grandchild_at_stop(void) {
   fixture f;
-  ASSERT(make(&f, "escape",
+  ASSERT(fixture_make(&f, "escape",
               "(setsid sh -c 'echo esc $$; exec sleep 60' &); echo main; sleep 60",
               fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
@@ -411,14 +377,14 @@ static void test_escaped_grandchild_at_stop(void) {
   CHECKF(!pid_alive(esc), "escaped grandchild %d survived the stop", esc);
   CHECK_NO_SURVIVORS(&f.rec);
   CHECK_ONE_TERMINAL(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_escaped_grandchild_holding_pipe(void) {
   /* The main process exits at once; an escaped grandchild keeps stdout
    * open. The run must end promptly, with the grandchild stopped. */
   fixture f;
-  ASSERT(make(&f, "holder", "(setsid sh -c 'echo esc $$; exec sleep 60' &); sleep 0.2; exit 0",
+  ASSERT(fixture_make(&f, "holder", "(setsid sh -c 'echo esc $$; exec sleep 60' &); sleep 0.2; exit 0",
               fast_policy(DEVRIG_RESTART_NEVER)));
   int64_t t0 = mono_ms();
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
@@ -429,10 +395,10 @@ static void test_escaped_grandchild_holding_pipe(void) {
   CHECK(esc > 0);
   CHECKF(!pid_alive(esc), "escaped grandchild %d survived", esc);
   CHECK_NO_SURVIVORS(&f.rec);
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_COMPLETED);
   CHECK_EQ(o.last_exit_code, 0);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* Leftovers: at each STARTED, every "bg PID" printed by earlier spawns must
@@ -460,7 +426,7 @@ static void test_leftovers_stopped_before_restart(void) {
   fixture f;
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ON_FAILURE);
   p.max_restarts = 2;
-  ASSERT(make(&f, "leftover",
+  ASSERT(fixture_make(&f, "leftover",
               "sleep 60 & echo bg $!; (setsid sh -c 'echo bg $$; exec sleep 60' &); "
               "sleep 0.2; exit 1",
               p));
@@ -475,7 +441,7 @@ static void test_leftovers_stopped_before_restart(void) {
     CHECKF(pid > 0 && !pid_alive(pid), "leftover %d (#%d) alive after the run", pid, i);
   }
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* cancel (and forbidden blocking calls) from inside a callback */
@@ -491,7 +457,7 @@ static void cancel_hook(recorder *r, const devrig_event *e) {
 
 static void test_cancel_from_callback(void) {
   fixture f;
-  ASSERT(make(&f, "cbcancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "cbcancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
   f.rec.on_event_hook = cancel_hook;
   f.rec.hook_data = f.sup;
   int64_t t0 = mono_ms();
@@ -501,10 +467,10 @@ static void test_cancel_from_callback(void) {
   CHECK_EQ(cb_wait_status, DEVRIG_E_STATE);
   CHECK_EQ(cb_cancel_status, DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING STOPPING EXITED STOPPED");
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static devrig_supervisor *volatile g_sig_sup;
@@ -517,7 +483,7 @@ static void on_sigusr1(int sig) {
 
 static void test_cancel_from_signal_handler(void) {
   fixture f;
-  ASSERT(make(&f, "sigcancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "sigcancel", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
   struct sigaction sa, old;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigusr1;
@@ -533,16 +499,16 @@ static void test_cancel_from_signal_handler(void) {
   CHECK(mono_ms() - t0 < slow(3000));
   CHECK_EQ(g_sig_status, DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING STOPPING EXITED STOPPED");
-  devrig_outcome o = outcome(&f);
+  devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   sigaction(SIGUSR1, &old, NULL);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_free_running_handle(void) {
   fixture f;
-  ASSERT(make(&f, "freeme", "sleep 30 & sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "freeme", "sleep 30 & sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   int s = rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, slow(10000));
   ASSERT(s >= 0);
@@ -565,7 +531,7 @@ static void free_hook(recorder *r, const devrig_event *e) {
 
 static void test_free_from_callback(void) {
   fixture f;
-  ASSERT(make(&f, "cbfree", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "cbfree", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
   f.rec.on_event_hook = free_hook;
   f.rec.hook_data = f.sup;
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
@@ -586,7 +552,7 @@ static void test_free_from_callback(void) {
 static void test_env_and_working_dir(void) {
   fixture f;
   char *dir = temp_dir("devrig-cwd");
-  ASSERT(make(&f, "envwd", "echo \"$FOO|$BAR|$(pwd)\"; exec 3</dev/null; read x; echo \"read=$?\"",
+  ASSERT(fixture_make(&f, "envwd", "echo \"$FOO|$BAR|$(pwd)\"; exec 3</dev/null; read x; echo \"read=$?\"",
               fast_policy(DEVRIG_RESTART_NEVER)));
   CHECK_ST(devrig_set_env(f.sup, "FOO", "one"), DEVRIG_OK);
   CHECK_ST(devrig_set_env(f.sup, "BAR", "two"), DEVRIG_OK);
@@ -598,7 +564,7 @@ static void test_env_and_working_dir(void) {
   snprintf(want, sizeof want, "three|two|%s", dir);
   CHECKF(strcmp(f.rec.ln[0].text, want) == 0, "got \"%s\" want \"%s\"", f.rec.ln[0].text, want);
   CHECK(strcmp(f.rec.ln[1].text, "read=1") == 0); /* stdin is /dev/null: EOF */
-  done(&f);
+  fixture_done(&f);
   rm_rf(dir);
   free(dir);
 }
@@ -606,7 +572,7 @@ static void test_env_and_working_dir(void) {
 /* After fork() in the host, the child's copy of a handle is inert. */
 static void test_fork_child_handle_inert(void) {
   fixture f;
-  ASSERT(make(&f, "forked", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "forked", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, slow(10000)) >= 0);
   int svc = (int)f.rec.ev[0].pid;
@@ -625,7 +591,7 @@ static void test_fork_child_handle_inert(void) {
   CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
   CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_OK);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* A write to a closed pipe from a callback (a library thread) gives EPIPE
@@ -677,13 +643,13 @@ static void test_slow_callback_isolated(void) {
   while (slow_calls == 0 && mono_ms() < deadline) sleep_ms(5);
   CHECK(slow_calls > 0); /* a's callback is now blocked for 2 s */
   fixture f;
-  ASSERT(make(&f, "fastcb", "seq 1 1000", fast_policy(DEVRIG_RESTART_NEVER)));
+  ASSERT(fixture_make(&f, "fastcb", "seq 1 1000", fast_policy(DEVRIG_RESTART_NEVER)));
   int64_t t0 = mono_ms();
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   int64_t took = mono_ms() - t0;
   CHECKF(took < slow(1500), "the other handle took %lld ms", (long long)took);
   CHECK_EQ(f.rec.nln, 1000);
-  done(&f);
+  fixture_done(&f);
   devrig_cancel(a);
   CHECK_ST(devrig_wait(a, slow(20000)), DEVRIG_OK);
   devrig_free(a);

@@ -4,25 +4,11 @@
  * every line before EXITED. */
 #include "testlib.h"
 
-typedef struct {
-  recorder rec;
-  devrig_supervisor *sup;
-} fixture;
-
+/* The shared fixture, restart mode never, multiline as given. */
 static devrig_supervisor *make(fixture *f, const char *name, const char *cmd, bool multiline) {
-  rec_init(&f->rec);
-  f->sup = devrig_new(name, cmd);
-  if (!f->sup) return NULL;
-  devrig_restart_policy p = fast_policy(DEVRIG_RESTART_NEVER);
-  devrig_set_policy(f->sup, &p);
+  if (!fixture_make(f, name, cmd, fast_policy(DEVRIG_RESTART_NEVER))) return NULL;
   devrig_set_multiline(f->sup, multiline);
-  rec_attach(&f->rec, f->sup);
   return f->sup;
-}
-
-static void done(fixture *f) {
-  devrig_free(f->sup);
-  rec_destroy(&f->rec);
 }
 
 static int exited_index(fixture *f) { return rec_wait_kind(&f->rec, DEVRIG_EVENT_EXITED, 0, 0); }
@@ -138,7 +124,7 @@ static void test_long_line_in_pieces(void) {
   CHECK_EQ(pieces, (len + 65535) / 65536);
   CHECK(i + 1 == f.rec.nln); /* "after" comes last, on its own */
   free(want);
-  done(&f);
+  fixture_done(&f);
 
   /* A small max_line_bytes: pieces of exactly that size, the rest last. */
   ASSERT(make(&f, "smallmax", "printf '%s\\n' abcdefghijklmnopqrstuvwxyz0123", true));
@@ -148,7 +134,7 @@ static void test_long_line_in_pieces(void) {
   CHECK_EQ(f.rec.nln, 4);
   for (size_t k = 0; k < 4 && k < f.rec.nln; k++)
     CHECKF(strcmp(f.rec.ln[k].text, parts[k]) == 0, "piece %zu: \"%s\"", k, f.rec.ln[k].text);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_partial_last_line(void) {
@@ -160,7 +146,7 @@ static void test_partial_last_line(void) {
   CHECK(strcmp(f.rec.ln[1].text, "cr") == 0); /* trailing \r dropped */
   CHECK(strcmp(f.rec.ln[2].text, "no newline") == 0);
   CHECK(f.rec.ln[2].events_before <= (size_t)exited_index(&f));
-  done(&f);
+  fixture_done(&f);
 
   /* A partial line is delivered after ~250 ms of silence, while the child
    * still runs. */
@@ -174,7 +160,7 @@ static void test_partial_last_line(void) {
   CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_OK);
   CHECK_EQ(f.rec.nln, 2);
   if (f.rec.nln == 2) CHECK(strcmp(f.rec.ln[1].text, "done") == 0);
-  done(&f);
+  fixture_done(&f);
 }
 
 static const char *TRACE_CMD =
@@ -191,7 +177,7 @@ static void test_multiline_on(void) {
   CHECK_EQ(f.rec.ln[0].len, strlen(f.rec.ln[0].text));
   CHECK(strcmp(f.rec.ln[1].text, "ValueError: x") == 0);
   CHECK(strcmp(f.rec.ln[2].text, "next line\n  indented tail") == 0);
-  done(&f);
+  fixture_done(&f);
 
   /* A group still open is delivered after ~250 ms of silence. */
   ASSERT(make(&f, "multiidle", "printf 'head\\n  tail\\n'; sleep 2", true));
@@ -199,7 +185,7 @@ static void test_multiline_on(void) {
   CHECK(rec_wait_line(&f.rec, "head\n  tail", slow(1500)) >= 0);
   CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
   CHECK_ST(devrig_wait(f.sup, slow(10000)), DEVRIG_OK);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_multiline_off(void) {
@@ -211,7 +197,7 @@ static void test_multiline_off(void) {
   CHECK_EQ(f.rec.nln, 6);
   for (size_t i = 0; i < 6 && i < f.rec.nln; i++)
     CHECKF(strcmp(f.rec.ln[i].text, want[i]) == 0, "line %zu: \"%s\"", i, f.rec.ln[i].text);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_streams_pid_timestamp_service(void) {
@@ -237,7 +223,7 @@ static void test_streams_pid_timestamp_service(void) {
   /* in order within each stream */
   CHECK(strcmp(outs[0], "out1") == 0 && strcmp(outs[1], "out2") == 0);
   CHECK(strcmp(errs[0], "err1") == 0 && strcmp(errs[1], "err2") == 0);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_levels(void) {
@@ -256,7 +242,7 @@ static void test_levels(void) {
   for (size_t i = 0; i < 10 && i < f.rec.nln; i++)
     CHECKF(f.rec.ln[i].level == want[i], "\"%s\": level %d, want %d", f.rec.ln[i].text,
            (int)f.rec.ln[i].level, (int)want[i]);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_bytes_as_written(void) {
@@ -268,7 +254,7 @@ static void test_bytes_as_written(void) {
   CHECK(memcmp(f.rec.ln[0].text, "a\0b", 4) == 0); /* NUL inside, NUL after */
   CHECK_EQ(f.rec.ln[1].len, 6);
   CHECK(memcmp(f.rec.ln[1].text, "\377\376 raw", 7) == 0);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_all_lines_before_exited(void) {
@@ -298,7 +284,7 @@ static void test_all_lines_before_exited(void) {
     }
     CHECK_EQ(seen, 4001);
   }
-  done(&f);
+  fixture_done(&f);
 }
 
 int main(void) {

@@ -8,38 +8,6 @@
 
 #define LONG_WAIT 20000
 
-typedef struct {
-  recorder rec;
-  devrig_supervisor *sup;
-} fixture;
-
-static devrig_supervisor *make(fixture *f, const char *name, const char *cmd,
-                               devrig_restart_policy p) {
-  rec_init(&f->rec);
-  f->sup = devrig_new(name, cmd);
-  if (!f->sup) {
-    fprintf(stderr, "devrig_new(%s): %s\n", name, devrig_last_error());
-    return NULL;
-  }
-  if (devrig_set_policy(f->sup, &p) != DEVRIG_OK)
-    fprintf(stderr, "devrig_set_policy(%s): %s\n", name, devrig_last_error());
-  devrig_set_stop_grace_ms(f->sup, 2000);
-  rec_attach(&f->rec, f->sup);
-  return f->sup;
-}
-
-static void done(fixture *f) {
-  devrig_free(f->sup);
-  rec_destroy(&f->rec);
-}
-
-static devrig_outcome outcome_of(devrig_supervisor *s) {
-  devrig_outcome o;
-  memset(&o, 0, sizeof o);
-  CHECK_ST(devrig_outcome_get(s, &o), DEVRIG_OK);
-  return o;
-}
-
 static int count_kind(recorder *r, devrig_event_kind k) {
   int n = 0;
   pthread_mutex_lock(&r->mu);
@@ -53,7 +21,7 @@ static int count_kind(recorder *r, devrig_event_kind k) {
 
 static void test_cancel_twice(void) {
   fixture f;
-  ASSERT(make(&f, "cancel2", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "cancel2", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, LONG_WAIT) >= 0);
   CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
@@ -64,7 +32,7 @@ static void test_cancel_twice(void) {
   CHECK_ONE_TERMINAL(&f.rec);
   CHECK_EQ(outcome_of(f.sup).kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 #define CANCEL_THREADS 8
@@ -86,7 +54,7 @@ static void *cancel_thread(void *p) {
 
 static void test_cancel_many_threads(void) {
   fixture f;
-  ASSERT(make(&f, "cancelN", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "cancelN", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   ASSERT(rec_wait_kind(&f.rec, DEVRIG_EVENT_RUNNING, 0, LONG_WAIT) >= 0);
   pthread_barrier_t b;
@@ -108,7 +76,7 @@ static void test_cancel_many_threads(void) {
   CHECK_ONE_TERMINAL(&f.rec);
   CHECK_EQ(outcome_of(f.sup).kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* ---- run twice at once; start then run ---------------------------------- */
@@ -136,7 +104,7 @@ static void *run_thread(void *p) {
 
 static void test_run_twice_concurrently(void) {
   fixture f;
-  ASSERT(make(&f, "run2", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "run2", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
   pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
   pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
   int finished = 0;
@@ -170,12 +138,12 @@ static void test_run_twice_concurrently(void) {
   CHECK_ONE_TERMINAL(&f.rec);
   CHECK_EQ(outcome_of(f.sup).kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_start_then_run(void) {
   fixture f;
-  ASSERT(make(&f, "startrun", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "startrun", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   int64_t t0 = mono_ms();
   CHECK_ERR(devrig_run(f.sup), DEVRIG_E_STATE, "already been started");
@@ -189,7 +157,7 @@ static void test_start_then_run(void) {
   /* and after the run ended, too */
   CHECK_ERR(devrig_run(f.sup), DEVRIG_E_STATE, "already been started");
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* ---- devrig_free from another thread while started ---------------------- */
@@ -412,7 +380,7 @@ static void test_calls_from_event_callback(void) {
   rec_attach(&orec, c.other);
   c.victim = spawn_victim();
   fixture f;
-  ASSERT(make(&f, "evcalls", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "evcalls", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
   c.self = f.sup;
   f.rec.on_event_hook = event_hook;
   f.rec.hook_data = &c;
@@ -421,7 +389,7 @@ static void test_calls_from_event_callback(void) {
   CHECK_EQ(outcome_of(f.sup).kind, DEVRIG_OUTCOME_CANCELLED);
   check_everything(&c, &f.rec);
   check_other(&orec, c.other);
-  done(&f);
+  fixture_done(&f);
   rec_destroy(&orec);
   rm_rf(dir);
   free(dir);
@@ -441,7 +409,7 @@ static void test_calls_from_log_callback(void) {
   rec_attach(&orec, c.other);
   c.victim = spawn_victim();
   fixture f;
-  ASSERT(make(&f, "logcalls", "echo hello; exec sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "logcalls", "echo hello; exec sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
   c.self = f.sup;
   log_ud u = {&f.rec, &c};
   CHECK_ST(devrig_on_log(f.sup, log_calling_everything, &u), DEVRIG_OK);
@@ -450,7 +418,7 @@ static void test_calls_from_log_callback(void) {
   CHECK_EQ(outcome_of(f.sup).kind, DEVRIG_OUTCOME_CANCELLED);
   check_everything(&c, &f.rec);
   check_other(&orec, c.other);
-  done(&f);
+  fixture_done(&f);
   rec_destroy(&orec);
   rm_rf(dir);
   free(dir);
@@ -534,7 +502,7 @@ static void test_bad_names(void) {
 /* 10,000 variables and one large value reach the service. */
 static void test_huge_env(void) {
   fixture f;
-  ASSERT(make(&f, "hugeenv",
+  ASSERT(fixture_make(&f, "hugeenv",
               "echo biglen=${#BIGVAR}; echo v0=$MISUSE_V0; echo v4321=$MISUSE_V4321; "
               "echo v9999=$MISUSE_V9999; echo n=$(env | grep -c '^MISUSE_V')",
               fast_policy(DEVRIG_RESTART_NEVER)));
@@ -562,7 +530,7 @@ static void test_huge_env(void) {
   CHECK(rec_wait_line(&f.rec, "v9999=value-9999", 0) >= 0);
   CHECK(rec_wait_line(&f.rec, "n=10000", 0) >= 0);
   CHECK_EQ(outcome_of(f.sup).kind, DEVRIG_OUTCOME_COMPLETED);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* One value of 1 MiB is accepted by devrig_set_env but exceeds the kernel's
@@ -570,7 +538,7 @@ static void test_huge_env(void) {
  * fails with E2BIG, as devrig_set_env documents. */
 static void test_env_value_over_kernel_limit(void) {
   fixture f;
-  ASSERT(make(&f, "bigenv", "echo biglen=${#BIGVAR}", fast_policy(DEVRIG_RESTART_NEVER)));
+  ASSERT(fixture_make(&f, "bigenv", "echo biglen=${#BIGVAR}", fast_policy(DEVRIG_RESTART_NEVER)));
   size_t big = 1 << 20;
   char *val = (char *)malloc(big + 1);
   memset(val, 'x', big);
@@ -583,7 +551,7 @@ static void test_env_value_over_kernel_limit(void) {
   devrig_outcome o = outcome_of(f.sup);
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK(strstr(o.message, "Argument list too long") != NULL);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* ---- extreme and invalid policies --------------------------------------- */
@@ -597,7 +565,7 @@ static devrig_restart_policy zero_policy(void) {
 
 static void test_zero_policy(void) {
   fixture f;
-  ASSERT(make(&f, "zeros", "exit 0", zero_policy()));
+  ASSERT(fixture_make(&f, "zeros", "exit 0", zero_policy()));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED FAILED");
   CHECK_ONE_TERMINAL(&f.rec);
@@ -605,14 +573,14 @@ static void test_zero_policy(void) {
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_FAILED);
   CHECK_EQ(o.restarts, 0);
   CHECKF(strstr(o.message, "restart budget") != NULL, "message: %s", o.message);
-  done(&f);
+  fixture_done(&f);
 
   /* zeros but a budget of 3 (and reset_after_ms set, see below): restarts
    * without delay, then gives up by the budget (the crash-loop guard is off) */
   devrig_restart_policy p = zero_policy();
   p.max_restarts = 3;
   p.reset_after_ms = 60000;
-  ASSERT(make(&f, "zeros3", "exit 1", p));
+  ASSERT(fixture_make(&f, "zeros3", "exit 1", p));
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec,
               "STARTED RUNNING EXITED BACKOFF STARTED RUNNING EXITED BACKOFF "
@@ -628,12 +596,12 @@ static void test_zero_policy(void) {
   CHECK_EQ(o.last_exit_code, 1);
   CHECKF(strstr(o.message, "restart budget") != NULL, "message: %s", o.message);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 
   /* reset_after_ms 0 forgives every run (as documented): the budget of 3
    * never ends the run; it restarts until cancelled. */
   p.reset_after_ms = 0;
-  ASSERT(make(&f, "zeros3r", "exit 1", p));
+  ASSERT(fixture_make(&f, "zeros3r", "exit 1", p));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   int b = rec_wait_kind(&f.rec, DEVRIG_EVENT_BACKOFF, 9, LONG_WAIT);
   CHECK(b >= 0);
@@ -646,7 +614,7 @@ static void test_zero_policy(void) {
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK(o.restarts >= 9);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_max_policy(void) {
@@ -661,7 +629,7 @@ static void test_max_policy(void) {
   p.crash_loop_limit = UINT32_MAX;
   p.crash_loop_window_ms = UINT64_MAX;
   fixture f;
-  ASSERT(make(&f, "maxes", "exit 1", p));
+  ASSERT(fixture_make(&f, "maxes", "exit 1", p));
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
   int b = rec_wait_kind(&f.rec, DEVRIG_EVENT_BACKOFF, 0, LONG_WAIT);
   ASSERT(b >= 0);
@@ -680,12 +648,12 @@ static void test_max_policy(void) {
   CHECK_EQ(o.kind, DEVRIG_OUTCOME_CANCELLED);
   CHECK_EQ(o.restarts, 0);
   CHECK_EQ(o.last_exit_code, 1);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_invalid_mode(void) {
   fixture f;
-  ASSERT(make(&f, "badmode", "exit 1", fast_policy(DEVRIG_RESTART_NEVER)));
+  ASSERT(fixture_make(&f, "badmode", "exit 1", fast_policy(DEVRIG_RESTART_NEVER)));
   devrig_restart_policy p = fast_policy(DEVRIG_RESTART_ALWAYS);
   p.mode = (devrig_restart_mode)7;
   CHECK_ERR(devrig_set_policy(f.sup, &p), DEVRIG_E_INVALID_ARGUMENT, "restart mode 7");
@@ -695,14 +663,14 @@ static void test_invalid_mode(void) {
   CHECK_ST(devrig_run(f.sup), DEVRIG_OK);
   CHECK_KINDS(&f.rec, "STARTED RUNNING EXITED STOPPED");
   CHECK_EQ(outcome_of(f.sup).kind, DEVRIG_OUTCOME_COMPLETED);
-  done(&f);
+  fixture_done(&f);
 }
 
 /* ---- wait timeouts, line limits ----------------------------------------- */
 
 static void test_wait_timeouts(void) {
   fixture f;
-  ASSERT(make(&f, "waits", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&f, "waits", "sleep 60", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ERR(devrig_wait(f.sup, 0), DEVRIG_E_STATE, "not been started");
   CHECK_ERR(devrig_wait(f.sup, -2), DEVRIG_E_INVALID_ARGUMENT, "-2");
   CHECK_ST(devrig_start(f.sup), DEVRIG_OK);
@@ -717,7 +685,7 @@ static void test_wait_timeouts(void) {
   CHECK_ST(devrig_wait(f.sup, 0), DEVRIG_OK);
   CHECK_ONE_TERMINAL(&f.rec);
   CHECK_NO_SURVIVORS(&f.rec);
-  done(&f);
+  fixture_done(&f);
 }
 
 static void test_max_line_bytes_bounds(void) {

@@ -305,6 +305,17 @@ static inline void rec_attach(recorder *r, devrig_supervisor *s) {
 
 /* Index of the n-th (0-based) event of `kind` once it has arrived, or -1
  * after timeout_ms. */
+
+/* pthread_cond_timedwait for at most `left_ms` milliseconds. */
+static inline void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t left_ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t ns = ts.tv_nsec + (left_ms % 1000) * 1000000;
+  ts.tv_sec += left_ms / 1000 + ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  pthread_cond_timedwait(cv, mu, &ts);
+}
+
 static inline int rec_wait_kind(recorder *r, devrig_event_kind kind, int nth,
                                 int64_t timeout_ms) {
   int64_t deadline = mono_ms() + timeout_ms;
@@ -321,12 +332,7 @@ static inline int rec_wait_kind(recorder *r, devrig_event_kind kind, int nth,
     if (found >= 0) break;
     int64_t left = deadline - mono_ms();
     if (left <= 0) break;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = ts.tv_nsec + (left % 1000) * 1000000;
-    ts.tv_sec += left / 1000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    cond_wait_ms(&r->cv, &r->mu, left);
   }
   pthread_mutex_unlock(&r->mu);
   return found;
@@ -346,12 +352,7 @@ static inline int rec_wait_terminal(recorder *r, int64_t timeout_ms) {
     if (found >= 0) break;
     int64_t left = deadline - mono_ms();
     if (left <= 0) break;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = ts.tv_nsec + (left % 1000) * 1000000;
-    ts.tv_sec += left / 1000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    cond_wait_ms(&r->cv, &r->mu, left);
   }
   pthread_mutex_unlock(&r->mu);
   return found;
@@ -371,12 +372,7 @@ static inline int rec_wait_line(recorder *r, const char *needle, int64_t timeout
     if (found >= 0) break;
     int64_t left = deadline - mono_ms();
     if (left <= 0) break;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = ts.tv_nsec + (left % 1000) * 1000000;
-    ts.tv_sec += left / 1000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    cond_wait_ms(&r->cv, &r->mu, left);
   }
   pthread_mutex_unlock(&r->mu);
   return found;
@@ -589,6 +585,40 @@ static inline void rm_rf(const char *path) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
   if (system(cmd) != 0) fprintf(stderr, "rm -rf %s failed\n", path);
+}
+
+/* A supervisor with a recorder attached (the event tests' fixture). The
+ * policy is set as given and the stop grace is 2 s. */
+typedef struct {
+  recorder rec;
+  devrig_supervisor *sup;
+} fixture;
+
+static inline devrig_supervisor *fixture_make(fixture *f, const char *name, const char *cmd,
+                                              devrig_restart_policy p) {
+  rec_init(&f->rec);
+  f->sup = devrig_new(name, cmd);
+  if (!f->sup) {
+    fprintf(stderr, "devrig_new(%s): %s\n", name, devrig_last_error());
+    return NULL;
+  }
+  if (devrig_set_policy(f->sup, &p) != DEVRIG_OK)
+    fprintf(stderr, "devrig_set_policy(%s): %s\n", name, devrig_last_error());
+  devrig_set_stop_grace_ms(f->sup, 2000);
+  rec_attach(&f->rec, f->sup);
+  return f->sup;
+}
+
+static inline void fixture_done(fixture *f) {
+  devrig_free(f->sup);
+  rec_destroy(&f->rec);
+}
+
+static inline devrig_outcome outcome_of(devrig_supervisor *s) {
+  devrig_outcome o;
+  memset(&o, 0, sizeof o);
+  CHECK_ST(devrig_outcome_get(s, &o), DEVRIG_OK);
+  return o;
 }
 
 #endif /* DEVRIG_TESTLIB_H */
