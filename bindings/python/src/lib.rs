@@ -318,6 +318,17 @@ const MS_MAX: u64 = i64::MAX as u64 / 1000;
 
 impl RestartPolicy {
     fn checked(inner: devrig::RestartPolicy) -> PyResult<Self> {
+        // Name the values in seconds as Python callers give them, and in
+        // milliseconds as the config keys spell them.
+        if inner.max_delay_ms < inner.initial_delay_ms {
+            return Err(PyValueError::new_err(format!(
+                "max_delay={} s is smaller than initial_delay={} s (max_delay_ms {} < initial_delay_ms {})",
+                inner.max_delay_ms as f64 / 1000.0,
+                inner.initial_delay_ms as f64 / 1000.0,
+                inner.max_delay_ms,
+                inner.initial_delay_ms
+            )));
+        }
         inner.validate().map_err(to_py)?;
         Ok(RestartPolicy { inner })
     }
