@@ -30,8 +30,20 @@ struct Seen {
 type Shared = Arc<Mutex<Seen>>;
 
 fn supervise(name: &str, cmd: &str, policy: RestartPolicy, mark: &str) -> (Supervisor, Shared) {
+    supervise_in(None, name, cmd, policy, mark)
+}
+
+/// `supervise` with records kept in `state`.
+fn supervise_in(
+    state: Option<&Path>,
+    name: &str,
+    cmd: &str,
+    policy: RestartPolicy,
+    mark: &str,
+) -> (Supervisor, Shared) {
     let mut cfg = Config::new(name, cmd).unwrap();
     cfg.policy = policy;
+    cfg.state_dir = state.map(Path::to_path_buf);
     cfg.stop_grace = Duration::from_millis(300);
     cfg.env.push(("RELI_MARK".into(), mark.into()));
     let s = Supervisor::new(cfg).unwrap();
@@ -406,17 +418,13 @@ fn state_dir_full_supervision_goes_on_with_a_warning() {
     }
     let mark = unique("full");
     let name = "full";
-    let mut cfg = Config::new(name, "echo up; sleep 0.03").unwrap();
-    cfg.policy = fast(RestartMode::Always);
-    cfg.state_dir = Some(state.clone());
-    cfg.env.push(("RELI_MARK".into(), mark.clone().into()));
-    let s = Supervisor::new(cfg).unwrap();
-    let seen: Shared = Arc::default();
-    let s1 = seen.clone();
-    s.on_event(Some(Box::new(move |e: &Event| {
-        s1.lock().unwrap().events.push(e.clone())
-    })))
-    .unwrap();
+    let (s, seen) = supervise_in(
+        Some(&state),
+        name,
+        "echo up; sleep 0.03",
+        fast(RestartMode::Always),
+        &mark,
+    );
 
     // Fill the file system.
     let filler = state.join("filler");
@@ -495,20 +503,16 @@ fn state_dir_unwritable_supervision_goes_on_with_a_warning() {
     let dir = tempdir("unwritable");
     let state = dir.join("state");
     let mark = unique("unwritable");
-    let mut cfg = Config::new("unwritable", "echo up; sleep 0.02").unwrap();
-    cfg.policy = RestartPolicy {
-        max_restarts: 3,
-        ..fast(RestartMode::Always)
-    };
-    cfg.state_dir = Some(state.clone());
-    cfg.env.push(("RELI_MARK".into(), mark.clone().into()));
-    let s = Supervisor::new(cfg).unwrap();
-    let seen: Shared = Arc::default();
-    let s1 = seen.clone();
-    s.on_event(Some(Box::new(move |e: &Event| {
-        s1.lock().unwrap().events.push(e.clone())
-    })))
-    .unwrap();
+    let (s, seen) = supervise_in(
+        Some(&state),
+        "unwritable",
+        "echo up; sleep 0.02",
+        RestartPolicy {
+            max_restarts: 3,
+            ..fast(RestartMode::Always)
+        },
+        &mark,
+    );
     fs::remove_dir_all(state.join("services")).unwrap();
     fs::write(state.join("services"), b"not a directory").unwrap();
     s.run().unwrap();
@@ -950,20 +954,16 @@ fn state_dir_read_only_supervision_goes_on_with_a_warning() {
         return;
     }
     let mark = unique("readonly");
-    let mut cfg = Config::new("readonly", "echo up; sleep 0.02").unwrap();
-    cfg.policy = RestartPolicy {
-        max_restarts: 2,
-        ..fast(RestartMode::Always)
-    };
-    cfg.state_dir = Some(state.clone());
-    cfg.env.push(("RELI_MARK".into(), mark.clone().into()));
-    let s = Supervisor::new(cfg).unwrap();
-    let seen: Shared = Arc::default();
-    let s1 = seen.clone();
-    s.on_event(Some(Box::new(move |e: &Event| {
-        s1.lock().unwrap().events.push(e.clone())
-    })))
-    .unwrap();
+    let (s, seen) = supervise_in(
+        Some(&state),
+        "readonly",
+        "echo up; sleep 0.02",
+        RestartPolicy {
+            max_restarts: 2,
+            ..fast(RestartMode::Always)
+        },
+        &mark,
+    );
     let ro = Command::new("mount")
         .args(["-o", "remount,ro"])
         .arg(&state)
