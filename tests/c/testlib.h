@@ -316,46 +316,40 @@ static inline void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t
   pthread_cond_timedwait(cv, mu, &ts);
 }
 
-static inline int rec_wait_kind(recorder *r, devrig_event_kind kind, int nth,
-                                int64_t timeout_ms) {
+/* Index of the nth event of `kind` (kind 0: the nth terminal event), or -1.
+ * Called with r->mu held. */
+static inline int rec_find_locked(recorder *r, int kind, int nth) {
+  int seen = 0;
+  for (size_t i = 0; i < r->nev; i++) {
+    int match = kind ? (int)r->ev[i].kind == kind : is_terminal(r->ev[i].kind);
+    if (match && seen++ == nth) return (int)i;
+  }
+  return -1;
+}
+
+/* Waits for an event that rec_find_locked finds; returns its index or -1. */
+static inline int rec_wait_event(recorder *r, int kind, int nth, int64_t timeout_ms) {
   int64_t deadline = mono_ms() + timeout_ms;
-  int found = -1;
   pthread_mutex_lock(&r->mu);
-  for (;;) {
-    int seen = 0;
-    for (size_t i = 0; i < r->nev; i++) {
-      if (r->ev[i].kind == kind && seen++ == nth) {
-        found = (int)i;
-        break;
-      }
-    }
-    if (found >= 0) break;
+  int found = rec_find_locked(r, kind, nth);
+  while (found < 0) {
     int64_t left = deadline - mono_ms();
     if (left <= 0) break;
     cond_wait_ms(&r->cv, &r->mu, left);
+    found = rec_find_locked(r, kind, nth);
   }
   pthread_mutex_unlock(&r->mu);
   return found;
 }
 
+static inline int rec_wait_kind(recorder *r, devrig_event_kind kind, int nth,
+                                int64_t timeout_ms) {
+  return rec_wait_event(r, (int)kind, nth, timeout_ms);
+}
+
 /* Waits for the terminal event; returns its index or -1. */
 static inline int rec_wait_terminal(recorder *r, int64_t timeout_ms) {
-  int64_t deadline = mono_ms() + timeout_ms;
-  int found = -1;
-  pthread_mutex_lock(&r->mu);
-  for (;;) {
-    for (size_t i = 0; i < r->nev; i++)
-      if (is_terminal(r->ev[i].kind)) {
-        found = (int)i;
-        break;
-      }
-    if (found >= 0) break;
-    int64_t left = deadline - mono_ms();
-    if (left <= 0) break;
-    cond_wait_ms(&r->cv, &r->mu, left);
-  }
-  pthread_mutex_unlock(&r->mu);
-  return found;
+  return rec_wait_event(r, 0, 0, timeout_ms);
 }
 
 /* Waits until a line containing `needle` arrived; returns its index or -1. */
