@@ -10,6 +10,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,6 @@ pub(crate) struct Child {
     pub pidfd: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    pub start_ticks: u64,
     pub mark: SpawnMark,
 }
 
@@ -60,16 +60,11 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// For our fresh pipe ends only: their status flags are known to be empty
+/// (F_SETFL leaves the access mode alone), so no F_GETFL is needed.
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own; no memory is passed.
-    unsafe {
-        let flags = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-        cvt(libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFL,
-            flags | libc::O_NONBLOCK,
-        ))?;
-    }
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
     Ok(())
 }
 
@@ -160,7 +155,8 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
         None => None,
     };
 
-    let forks_before = forks_since_boot();
+    let forks_before = forks_lower_bound();
+    let seq_before = SPAWN_SEQ.fetch_add(1, Ordering::SeqCst);
     let mut pid: libc::pid_t = 0;
     // SAFETY: the spawn objects are initialised before use and destroyed by
     // `SpawnObjects`; every pointer handed to posix_spawn (argv, envp, path,
@@ -226,22 +222,45 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
             envp.as_ptr(),
         ))?;
     }
+    let seq_after = SPAWN_SEQ.fetch_add(1, Ordering::SeqCst);
     drop((out_w, err_w, devnull));
+    children().live.insert(pid, seq_before);
     // The child is ours and unreaped, so its pid cannot be reused before
     // the pidfd is opened.
-    let pidfd = pidfd_open(pid)?;
-    set_nonblocking(&out_r)?;
-    set_nonblocking(&err_r)?;
-    let start_ticks = read_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
-    children().live.insert(pid, forks_before.unwrap_or(0));
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            abandon_spawn(pid);
+            return Err(e);
+        }
+    };
+    if let Err(e) = set_nonblocking(&out_r).and_then(|_| set_nonblocking(&err_r)) {
+        abandon_spawn(pid);
+        return Err(e);
+    }
     Ok(Child {
         pid,
         pidfd,
         stdout: out_r,
         stderr: err_r,
-        start_ticks,
-        mark: SpawnMark::new(pid, forks_before),
+        mark: SpawnMark::new(pid, forks_before, seq_after),
     })
+}
+
+/// A child that cannot be watched (no pidfd: descriptor limits) is not left
+/// running: it is killed with its group and reaped before the error is
+/// reported.
+fn abandon_spawn(pid: i32) {
+    kill_group(pid, libc::SIGKILL);
+    children().live.remove(&pid);
+    // SAFETY: `pid` is our unreaped child, so the pid names it alone;
+    // SIGKILL cannot be ignored, so this wait is short.
+    unsafe {
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    }
 }
 
 pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
@@ -299,12 +318,12 @@ pub(crate) fn reap(pidfd: &OwnedFd, pid: i32) -> io::Result<Option<WaitStatus>> 
     // Before the pid can be freed: see `Children`.
     let spawned = children().live.remove(&pid);
     let res = waitid(pidfd, pid, libc::WEXITED | libc::WNOHANG);
-    if let (Ok(Some(_)), Some(forks)) = (&res, spawned) {
+    if let (Ok(Some(_)), Some(seq)) = (&res, spawned) {
         let mut c = children();
         if c.freed.len() >= 4096 {
             c.freed.clear();
         }
-        c.freed.insert(pid, forks);
+        c.freed.insert(pid, seq);
     }
     res
 }
@@ -347,16 +366,20 @@ fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<
 
 /// What the leftover sweep of one service can skip without a syscall among
 /// the pids created since its spawn (500 services would otherwise cost
-/// hundreds of reads of /proc per stop). Both map a pid to the `processes`
-/// count (/proc/stat) read before its spawn.
+/// hundreds of reads of /proc per stop). Both map a pid to the spawn
+/// sequence number (`SPAWN_SEQ`) taken just before its spawn began.
 /// - `live`: the children that `spawn` started in this process and that are
 ///   not reaped yet. Such a pid cannot be reused, and the process is a child
 ///   of the host, never a descendant of another service. A pid is removed
 ///   before its reap.
 /// - `freed`: such children, reaped. A sweep looks only at pids allocated
 ///   since its spawn, on the condition that the allocator has not gone round
-///   since (see `pids_created_since`): a pid that was allocated to our child
-///   after that spawn, and freed, has not been allocated again.
+///   since (see `pids_created_since`). A pid whose spawn began after the
+///   sweep's own spawn had returned was allocated after the sweep's child,
+///   and once freed it cannot have been allocated again without the
+///   allocator going round. (Ordering by the sequence, not by fork counts:
+///   two spawns on two threads can read the counter in one order and fork
+///   in the other.)
 struct Children {
     live: std::collections::BTreeMap<i32, u64>,
     freed: std::collections::BTreeMap<i32, u64>,
@@ -366,10 +389,7 @@ impl Children {
     /// True when a sweep for the spawn `mark` can skip `pid`.
     fn skips(&self, pid: i32, mark: &SpawnMark) -> bool {
         (pid != mark.pid && self.live.contains_key(&pid))
-            || self
-                .freed
-                .get(&pid)
-                .is_some_and(|&f| mark.forks != 0 && f >= mark.forks)
+            || self.freed.get(&pid).is_some_and(|&s| s > mark.seq_after)
     }
 
     /// How many pids in the cyclic range after `mark.pid` up to `last` it
@@ -666,26 +686,70 @@ pub(crate) struct SpawnMark {
     /// The child's pid: every later process has a pid after it in the
     /// allocator's cyclic order, unless the allocator went all the way round.
     pub pid: i32,
-    /// `processes` of /proc/stat (forks and clones since boot, system-wide)
-    /// just before the spawn; 0 if unknown.
+    /// A lower bound of `processes` of /proc/stat (forks and clones since
+    /// boot, system-wide) at the spawn; 0 if unknown.
     pub forks: u64,
+    /// `SPAWN_SEQ` taken once the spawn had returned (see `Children`).
+    pub seq_after: u64,
     /// `processes` read at the start of the last sweep that found nothing
     /// (0: none did). Processes become visible in /proc and counted there
     /// at the same moment, so while it has not moved, nothing can have
     /// appeared that such a sweep did not see, and the next sweep is free.
     pub clean_sweep_forks: u64,
+    /// The child's start time in clock ticks, read from /proc when first
+    /// needed (most runs never need it: a sweep with nothing to look at, no
+    /// state directory). Readable until the child is reaped.
+    start_ticks: Option<u64>,
 }
 
 impl SpawnMark {
     /// `forks_before` must be read before the spawn, so that the child's
     /// own descendants are counted however fast it forks.
-    pub fn new(pid: i32, forks_before: Option<u64>) -> SpawnMark {
+    pub fn new(pid: i32, forks_before: Option<u64>, seq_after: u64) -> SpawnMark {
         SpawnMark {
             pid,
             forks: forks_before.unwrap_or(0),
+            seq_after,
             clean_sweep_forks: 0,
+            start_ticks: None,
         }
     }
+
+    /// The child's start time in clock ticks (0 if it cannot be read: then
+    /// every process counts as started after it, which only widens sweeps).
+    pub fn start_ticks(&mut self) -> u64 {
+        *self
+            .start_ticks
+            .get_or_insert_with(|| read_stat(self.pid).map(|s| s.start_ticks).unwrap_or(0))
+    }
+}
+
+/// Taken before and after every spawn, to order spawns across threads.
+static SPAWN_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// The latest `processes` count read by this process, and when (ms since
+/// `FORKS_EPOCH`).
+static FORKS_SEEN: AtomicU64 = AtomicU64::new(0);
+static FORKS_SEEN_AT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn forks_epoch_ms() -> u64 {
+    static FORKS_EPOCH: OnceLock<Instant> = OnceLock::new();
+    FORKS_EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A lower bound of the `processes` count now, for a spawn's mark. The count
+/// only grows, so any earlier reading is a lower bound; a recent one (the
+/// sweep of the run's previous child, another service's spawn) saves reading
+/// /proc/stat, which is the costliest file a restart cycle reads. An older
+/// bound only makes later sweeps look at more pids; past 100 ms it is read
+/// again.
+fn forks_lower_bound() -> Option<u64> {
+    let seen = FORKS_SEEN.load(Ordering::Acquire);
+    let at = FORKS_SEEN_AT_MS.load(Ordering::Acquire);
+    if seen != 0 && forks_epoch_ms().saturating_sub(at) < 100 {
+        return Some(seen);
+    }
+    forks_since_boot()
 }
 
 fn forks_since_boot() -> Option<u64> {
@@ -693,7 +757,7 @@ fn forks_since_boot() -> Option<u64> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    BUF.with(|b| {
+    let forks = BUF.with(|b| {
         let mut buf = b.try_borrow_mut().ok()?;
         if buf.is_empty() {
             buf.resize(64 * 1024, 0);
@@ -704,7 +768,12 @@ fn forks_since_boot() -> Option<u64> {
         let rest = &text[at + 10..];
         let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         parse_num(&rest[..end]).map(|v| v as u64)
-    })
+    })?;
+    // Two threads may store out of order: the pair is only ever used as a
+    // lower bound, which any reading is.
+    FORKS_SEEN_AT_MS.store(forks_epoch_ms(), Ordering::Release);
+    FORKS_SEEN.fetch_max(forks, Ordering::AcqRel);
+    Some(forks)
 }
 
 fn read_proc_number(path: &str) -> Option<i64> {
@@ -737,7 +806,9 @@ fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64) {
 
 fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
     let created = forks.checked_sub(mark.forks)?;
-    if created == 0 || forks == mark.clean_sweep_forks {
+    // The child itself was created after `mark.forks` was read: if it is
+    // the only process created since, there is nothing to look at.
+    if created <= 1 || forks == mark.clean_sweep_forks {
         return Some(Vec::new());
     }
     let max = pid_max();
@@ -775,9 +846,10 @@ fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
 }
 
 /// Finds what a spawn left behind: live members of process group `pgid`,
-/// and live processes that started no earlier than `since_ticks` and carry
-/// the tag variable `tag_name` in their environment (descendants that left
-/// the group with setsid or a double fork).
+/// and live processes that started no earlier than the spawned child (any,
+/// without `mark`) and carry the tag variable `tag_name` in their
+/// environment (descendants that left the group with setsid or a double
+/// fork).
 ///
 /// Everything a spawn leaves behind was created after it, so with `mark`
 /// only the pids allocated since are read (usually none or a handful, however
@@ -787,8 +859,7 @@ fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
 pub(crate) fn find_leftovers(
     pgid: i32,
     tag_name: &[u8],
-    since_ticks: u64,
-    mark: Option<&mut SpawnMark>,
+    mut mark: Option<&mut SpawnMark>,
 ) -> Vec<Target> {
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
@@ -799,6 +870,10 @@ pub(crate) fn find_leftovers(
     // Freed pids are known unused only within the bounded range.
     let bounded = candidates.is_some();
     let candidates = candidates.unwrap_or_else(all_pids);
+    let since_ticks = match mark.as_deref_mut() {
+        Some(m) if !candidates.is_empty() => m.start_ticks(),
+        _ => 0,
+    };
     let mut found = Vec::new();
     let mut lineage = Lineage::new(me, since_ticks);
     for pid in candidates {
@@ -908,7 +983,7 @@ fn host_line_has(me: i32, pid: i32) -> bool {
 
 /// Every process carrying the tag variable (used by reap_orphans).
 pub(crate) fn find_tagged(tag_name: &[u8]) -> Vec<Target> {
-    find_leftovers(-1, tag_name, 0, None)
+    find_leftovers(-1, tag_name, None)
 }
 
 /// `pid` and all its descendants, parents first, collected in one scan,
@@ -1191,5 +1266,54 @@ mod tests {
         assert!(kill_tree(0, Duration::ZERO).is_err());
         assert!(!same_process(0, 0));
         assert!(proc_start_time_ms(0).is_err());
+    }
+
+    #[test]
+    fn a_freed_pid_is_skipped_only_if_its_spawn_began_after_the_mark() {
+        let mut c = Children {
+            live: Default::default(),
+            freed: Default::default(),
+        };
+        let mark = SpawnMark::new(500, Some(1000), 10);
+        // Spawned before the mark's spawn returned (seq 9 or 10): its pid
+        // may have been allocated before the mark's child, freed, and
+        // allocated again to a stranger since.
+        c.freed.insert(501, 9);
+        c.freed.insert(502, 10);
+        // Spawned after: allocated after the mark's child, not since reused.
+        c.freed.insert(503, 11);
+        assert!(!c.skips(501, &mark));
+        assert!(!c.skips(502, &mark));
+        assert!(c.skips(503, &mark));
+        // A live child of ours is never another service's leftover, but the
+        // mark's own child is always looked at.
+        c.live.insert(504, 3);
+        c.live.insert(500, 3);
+        assert!(c.skips(504, &mark));
+        assert!(!c.skips(500, &mark));
+        assert_eq!(c.count_in(&mark, 510), 2);
+    }
+
+    #[test]
+    fn a_sweep_after_no_fork_but_the_childs_own_has_no_candidates() {
+        let mark = SpawnMark::new(500, Some(1000), 1);
+        assert_eq!(pids_created_between(&mark, 1000), Some(Vec::new()));
+        assert_eq!(pids_created_between(&mark, 1001), Some(Vec::new()));
+        // A counter that went backwards (not /proc/stat's) bounds nothing.
+        assert_eq!(pids_created_between(&mark, 999), None);
+        let mut clean = mark;
+        clean.clean_sweep_forks = 1500;
+        assert_eq!(pids_created_between(&clean, 1500), Some(Vec::new()));
+    }
+
+    #[test]
+    fn the_cached_fork_count_is_a_lower_bound() {
+        let cached = forks_lower_bound().unwrap();
+        let fresh = forks_since_boot().unwrap();
+        assert!(cached <= fresh, "{cached} > {fresh}");
+        // Forking moves the fresh count past any earlier reading.
+        std::process::Command::new("true").status().unwrap();
+        assert!(forks_since_boot().unwrap() > fresh);
+        assert!(forks_lower_bound().unwrap() > cached);
     }
 }

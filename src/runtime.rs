@@ -138,11 +138,16 @@ pub(crate) fn get() -> &'static Runtime {
 }
 
 /// Registers a descriptor with the runtime's reactor for readability.
-pub(crate) fn watch_readable(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+/// On failure the descriptor is handed back with the error.
+pub(crate) fn watch_readable(
+    fd: OwnedFd,
+) -> std::result::Result<AsyncFd<OwnedFd>, (std::io::Error, OwnedFd)> {
     // SAFETY: an OwnedFd stays open, and its as_raw_fd() returns the same
     // descriptor, for as long as it is owned, which is the AsyncFd's life.
-    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(std::io::Error::from)
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| {
+        let (fd, err) = e.into_parts();
+        (err, fd)
+    })
 }
 
 /// True on the runtime's own threads (where callbacks run).
@@ -221,7 +226,11 @@ impl Runtime {
 
     fn start_dispatcher(&'static self) {
         self.rt.spawn(async move {
-            let fd = match self.wake_fd.try_clone().and_then(watch_readable) {
+            let fd = match self
+                .wake_fd
+                .try_clone()
+                .and_then(|fd| watch_readable(fd).map_err(|(e, _)| e))
+            {
                 Ok(fd) => fd,
                 Err(e) => panic!("libdevrig: cannot watch its wake-up eventfd: {e}"),
             };

@@ -528,7 +528,6 @@ struct Run {
 /// The child being supervised and its pipes.
 struct ChildIo {
     pid: i32,
-    start_ticks: u64,
     mark: process::SpawnMark,
     tag: String,
     pidfd: AsyncFd<OwnedFd>,
@@ -923,8 +922,11 @@ impl Run {
         };
         io.cancel.set_live_group(pid);
         self.record.pid = pid as u32;
-        self.record.start_ticks = io.start_ticks;
-        self.record.start_ms = process::ticks_to_ms(io.start_ticks).unwrap_or(0);
+        if self.state.is_some() {
+            let ticks = io.mark.start_ticks();
+            self.record.start_ticks = ticks;
+            self.record.start_ms = process::ticks_to_ms(ticks).unwrap_or(0);
+        }
         self.record.tag = io.tag.clone();
         // The record first: a host that dies right after STARTED still left
         // the pid for reap_orphans.
@@ -1115,27 +1117,21 @@ impl Run {
             pidfd,
             stdout,
             stderr,
-            start_ticks,
             mark,
         } = child;
         let now = Instant::now();
         let out = match runtime::watch_readable(stdout) {
             Ok(fd) => fd,
-            Err(e) => return Err((e, pid, pidfd)),
+            Err((e, _)) => return Err((e, pid, pidfd)),
         };
         let err = match runtime::watch_readable(stderr) {
             Ok(fd) => fd,
-            Err(e) => return Err((e, pid, pidfd)),
+            Err((e, _)) => return Err((e, pid, pidfd)),
         };
-        let pidfd_dup = match pidfd.try_clone() {
-            Ok(d) => d,
-            Err(e) => return Err((e, pid, pidfd)),
-        };
-        let pidfd_async = match runtime::watch_readable(pidfd_dup) {
+        let pidfd_async = match runtime::watch_readable(pidfd) {
             Ok(fd) => fd,
-            Err(e) => return Err((e, pid, pidfd)),
+            Err((e, pidfd)) => return Err((e, pid, pidfd)),
         };
-        drop(pidfd);
         let mk = |fd, stream| StreamIo {
             fd,
             stream,
@@ -1145,7 +1141,6 @@ impl Run {
         };
         Ok(ChildIo {
             pid,
-            start_ticks,
             mark,
             tag,
             pidfd: pidfd_async,
@@ -1177,12 +1172,7 @@ impl Run {
 
     /// What the child left behind, besides the main process.
     fn leftovers(&self, io: &mut ChildIo) -> Vec<Target> {
-        let mut v = process::find_leftovers(
-            io.pid,
-            io.tag.as_bytes(),
-            io.start_ticks,
-            Some(&mut io.mark),
-        );
+        let mut v = process::find_leftovers(io.pid, io.tag.as_bytes(), Some(&mut io.mark));
         v.retain(|t| t.pid != io.pid);
         v
     }
