@@ -986,6 +986,189 @@ pub(crate) fn find_tagged(tag_name: &[u8]) -> Vec<Target> {
     find_leftovers(-1, tag_name, None)
 }
 
+/// `struct pidfd_info` of PIDFD_GET_INFO (Linux 6.13), its first published
+/// size (PIDFD_INFO_SIZE_VER0); the kernel accepts any published size.
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+}
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+/// _IOWR(0xFF, 11, struct pidfd_info): the size is part of the number.
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+const PIDFD_INFO_PID: u64 = 1;
+
+/// The parent pid of the process that `fd` pins: Err(ENOTTY or EINVAL) on
+/// kernels without PIDFD_GET_INFO, Err(ESRCH) once it is reaped.
+fn pidfd_parent(fd: &OwnedFd) -> io::Result<i32> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_PID,
+        ..Default::default()
+    };
+    // SAFETY: `info` is a valid, writable pidfd_info of the size encoded in
+    // the request number, and lives across the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO, &mut info) })?;
+    Ok(info.ppid as i32)
+}
+
+/// A process group id; None once the process is gone.
+fn pgid_of(pid: i32) -> Option<i32> {
+    // SAFETY: plain integer argument.
+    let g = unsafe { libc::getpgid(pid) };
+    (g > 0).then_some(g)
+}
+
+/// `pid` and all its descendants, found through pidfds instead of /proc:
+/// each process on the machine is pinned with a pidfd and asked for its
+/// parent (PIDFD_GET_INFO), which costs about half a read of
+/// /proc/PID/stat, and the tree members' pidfds are then kept for the wait,
+/// so nothing has to be read twice. None when the kernel lacks
+/// PIDFD_GET_INFO (before 6.13) or pidfds cannot be opened: `collect_tree`
+/// then does it from /proc.
+fn watch_tree(root: i32) -> Option<Watch> {
+    // Pass 1: every process's parent. The pidfds are kept, up to a budget
+    // (a machine can run more processes than we may hold descriptors), so
+    // that the members need not be pinned and checked again.
+    let mut budget = 1024usize;
+    let mut parents: Vec<(i32, i32, Option<OwnedFd>)> = Vec::new();
+    for pid in all_pids() {
+        let fd = loop {
+            match pidfd_open(pid) {
+                Ok(fd) => break Some(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => break None,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && budget > 0 =>
+                {
+                    // Out of descriptors: give the kept ones back, go on
+                    // with one at a time.
+                    budget = 0;
+                    parents.iter_mut().for_each(|p| p.2 = None);
+                }
+                Err(_) => return None,
+            }
+        };
+        let Some(fd) = fd else { continue };
+        match pidfd_parent(&fd) {
+            Ok(ppid) => {
+                let keep = (budget > 0).then(|| {
+                    budget -= 1;
+                    fd
+                });
+                parents.push((pid, ppid, keep));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(_) => return None,
+        }
+    }
+    let Some(root_at) = parents.iter().position(|p| p.0 == root) else {
+        return Some(Watch::default());
+    };
+    let mut kids: std::collections::HashMap<i32, Vec<usize>> = Default::default();
+    for (i, &(pid, ppid, _)) in parents.iter().enumerate() {
+        if pid != root {
+            kids.entry(ppid).or_default().push(i);
+        }
+    }
+    // Parents first; each with the parent it was found under.
+    let mut order = vec![(root_at, 0)];
+    let mut i = 0;
+    while i < order.len() {
+        let parent = parents[order[i].0].0;
+        if let Some(k) = kids.get(&parent) {
+            order.extend(k.iter().map(|&c| (c, parent)));
+        }
+        i += 1;
+    }
+    // Pass 2: the members whose pidfd was not kept are pinned now. Such a
+    // member still has the parent it was found under, or that parent has
+    // exited since (the member was orphaned, and is still a descendant);
+    // anything else now holding the pid is not ours.
+    let mut procs: Vec<(Target, Option<OwnedFd>)> = Vec::with_capacity(order.len());
+    for &(at, parent) in &order {
+        let pid = parents[at].0;
+        let target = |ticks| Target {
+            pid,
+            start_ticks: ticks,
+        };
+        if let Some(fd) = parents[at].2.take() {
+            procs.push((target(0), Some(fd)));
+            continue;
+        }
+        match pidfd_open(pid) {
+            Ok(fd) => {
+                let ok = pid == root
+                    || match pidfd_parent(&fd) {
+                        Ok(ppid) if ppid == parent => true,
+                        Ok(_) => procs
+                            .iter()
+                            .find(|(t, _)| t.pid == parent)
+                            .map_or(true, |(_, pfd)| pfd.as_ref().map_or(true, poll_readable)),
+                        Err(_) => false,
+                    };
+                if ok {
+                    procs.push((target(0), Some(fd)));
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            // Out of descriptors: watched through /proc, by start time.
+            Err(_) => {
+                if let Some(s) = read_stat(pid).filter(|s| !s.is_dead()) {
+                    procs.push((target(s.start_ticks), None));
+                }
+            }
+        }
+    }
+    // The kept pidfds of non-members are closed here.
+    let seen: Vec<i32> = parents.into_iter().map(|p| p.0).collect();
+    // The groups the tree holds whole: led by a member, and no process
+    // outside the tree in them.
+    let members: std::collections::HashSet<i32> = procs.iter().map(|(t, _)| t.pid).collect();
+    let member_groups: Vec<(i32, i32)> = procs
+        .iter()
+        .filter_map(|(t, _)| pgid_of(t.pid).map(|g| (t.pid, g)))
+        .collect();
+    let mut leaders: Vec<i32> = member_groups
+        .iter()
+        .filter(|(p, g)| p == g)
+        .map(|(p, _)| *p)
+        .collect();
+    if !leaders.is_empty() {
+        for &pid in &seen {
+            if !members.contains(&pid) {
+                if let Some(g) = pgid_of(pid) {
+                    leaders.retain(|&l| l != g);
+                }
+            }
+        }
+    }
+    let groups = leaders
+        .into_iter()
+        .map(|l| {
+            let pids = member_groups.iter().filter(|(_, g)| *g == l);
+            (l, pids.map(|(p, _)| *p).collect())
+        })
+        .collect();
+    Some(Watch {
+        procs,
+        groups,
+        exact: true,
+    })
+}
+
 /// `pid` and all its descendants, parents first, collected in one scan,
 /// with the process groups that the tree holds whole: led by a tree member,
 /// with no live member outside the tree.
@@ -1045,11 +1228,17 @@ fn collect_tree(root: i32) -> (Vec<Target>, Vec<(i32, Vec<i32>)>) {
 
 /// Processes being waited for: a pidfd for each where one can be opened
 /// (poll() then wakes us on exit), /proc polling for the others.
+#[derive(Default)]
 pub(crate) struct Watch {
     procs: Vec<(Target, Option<OwnedFd>)>,
     /// Process groups made only of watched processes: leader pid and the
     /// members seen by the scan.
     groups: Vec<(i32, Vec<i32>)>,
+    /// A readable pidfd alone proves its process exited (found by
+    /// `watch_tree`: kernels with PIDFD_GET_INFO, whose pidfds become
+    /// readable only once the whole thread group has exited). Otherwise /proc
+    /// confirms it.
+    exact: bool,
 }
 
 impl Watch {
@@ -1070,7 +1259,11 @@ impl Watch {
                 Err(_) => Some((*t, None)),
             })
             .collect();
-        Watch { procs, groups }
+        Watch {
+            procs,
+            groups,
+            exact: false,
+        }
     }
 
     /// Signals every watched process. A group made only of watched
@@ -1105,9 +1298,10 @@ impl Watch {
     }
 
     fn prune(&mut self) {
+        let exact = self.exact;
         self.procs.retain(|(t, fd)| match fd {
             // kill_tree's targets were not spawned by us: never reap them.
-            Some(fd) => !(poll_readable(fd) && t.has_exited()),
+            Some(fd) => !(poll_readable(fd) && (exact || t.has_exited())),
             None => !t.has_exited(),
         });
     }
@@ -1121,6 +1315,21 @@ impl Watch {
     /// would make a big tree cost O(n^2) syscalls while it dies.
     pub fn wait_blocking(&mut self, deadline: Instant) -> bool {
         self.prune();
+        if self.exact && self.procs.iter().all(|(_, fd)| fd.is_some()) {
+            // One process at a time, children before parents: most are gone
+            // by their turn, so each costs one poll that returns at once,
+            // where polling all together re-arms every descriptor each time
+            // any one exits.
+            while let Some((_, Some(fd))) = self.procs.last() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if poll_readable_within(fd, left) {
+                    self.procs.pop();
+                } else if Instant::now() >= deadline {
+                    return false;
+                }
+            }
+            return self.procs.is_empty();
+        }
         loop {
             if self.procs.is_empty() {
                 return true;
@@ -1166,13 +1375,20 @@ impl Watch {
 }
 
 fn poll_readable(fd: &OwnedFd) -> bool {
+    poll_readable_within(fd, Duration::ZERO)
+}
+
+/// Waits up to `wait` (rounded up to whole milliseconds) for `fd` to become
+/// readable.
+fn poll_readable_within(fd: &OwnedFd, wait: Duration) -> bool {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, zero timeout.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
     r > 0 && p.revents != 0
 }
 
@@ -1183,11 +1399,16 @@ fn poll_readable(fd: &OwnedFd) -> bool {
 /// there is nothing left to stop.
 pub fn kill_tree(pid: u32, grace: Duration) -> Result<()> {
     let pid = check_pid(pid)?;
-    let (tree, groups) = collect_tree(pid);
-    if tree.is_empty() {
+    let mut watch = match watch_tree(pid) {
+        Some(w) => w,
+        None => {
+            let (tree, groups) = collect_tree(pid);
+            Watch::new(&tree, groups)
+        }
+    };
+    if watch.procs.is_empty() {
         return Ok(());
     }
-    let mut watch = Watch::new(&tree, groups);
     watch.signal_all(libc::SIGTERM);
     let deadline = Instant::now().checked_add(grace);
     let all_gone = match deadline {
@@ -1315,5 +1536,106 @@ mod tests {
         std::process::Command::new("true").status().unwrap();
         assert!(forks_since_boot().unwrap() > fresh);
         assert!(forks_lower_bound().unwrap() > cached);
+    }
+
+    /// A tree of `sh -c script` in its own group, once it has `size` live
+    /// processes.
+    fn tree(script: &str, size: usize) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while collect_tree(child.id() as i32).0.len() != size {
+            assert!(Instant::now() < until, "the tree never reached {size}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    fn pids_and_groups(w: &Watch) -> (Vec<i32>, Vec<(i32, Vec<i32>)>) {
+        let mut pids: Vec<i32> = w.procs.iter().map(|(t, _)| t.pid).collect();
+        pids.sort();
+        let mut groups = w.groups.clone();
+        groups.iter_mut().for_each(|g| g.1.sort());
+        groups.sort();
+        (pids, groups)
+    }
+
+    #[test]
+    fn the_pidfd_scan_finds_what_the_proc_scan_finds() {
+        // sh, 3 subshells with 2 sleeps each, one of them in its own group.
+        let mut root = tree(
+            "for i in 1 2; do (sleep 30 & sleep 30 & wait) & done; \
+             setsid sh -c 'sleep 30 & sleep 30 & wait' & wait",
+            10,
+        );
+        let pid = root.id() as i32;
+        let (tree, groups) = collect_tree(pid);
+        let from_proc = pids_and_groups(&Watch::new(&tree, groups));
+        let Some(w) = watch_tree(pid) else {
+            // Kernels before 6.13: kill_tree uses the /proc scan alone.
+            let me = pidfd_open(std::process::id() as i32).unwrap();
+            let e = pidfd_parent(&me).unwrap_err();
+            assert!(
+                matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)),
+                "{e}"
+            );
+            kill_tree(pid as u32, Duration::from_secs(5)).unwrap();
+            root.wait().unwrap();
+            return;
+        };
+        assert!(w.exact);
+        assert!(w.procs.iter().all(|(_, fd)| fd.is_some()));
+        assert_eq!(pids_and_groups(&w), from_proc);
+        // Both groups are held whole: the sh's and the setsid one's.
+        assert_eq!(from_proc.1.len(), 2, "{from_proc:?}");
+        assert_eq!(from_proc.1.iter().map(|g| g.1.len()).sum::<usize>(), 10);
+
+        kill_tree(pid as u32, Duration::from_secs(5)).unwrap();
+        root.wait().unwrap();
+        for p in from_proc.0 {
+            assert!(read_stat(p).map_or(true, |s| s.is_dead()), "{p} survived");
+        }
+    }
+
+    #[test]
+    fn a_group_with_a_member_outside_the_tree_is_not_signalled_whole() {
+        use std::os::unix::process::CommandExt;
+        let mut root = tree("sleep 30 & wait", 2);
+        let pid = root.id() as i32;
+        // Not a descendant, but in the tree's process group.
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(pid)
+            .spawn()
+            .unwrap();
+        if let Some(w) = watch_tree(pid) {
+            assert_eq!(w.procs.len(), 2);
+            assert!(w.groups.is_empty(), "{:?}", w.groups);
+        }
+        let (_, groups) = collect_tree(pid);
+        assert!(groups.is_empty(), "{groups:?}");
+
+        kill_tree(pid as u32, Duration::from_secs(5)).unwrap();
+        root.wait().unwrap();
+        assert_eq!(
+            stranger.try_wait().unwrap(),
+            None,
+            "the stranger was killed"
+        );
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+    }
+
+    #[test]
+    fn the_pidfd_scan_of_a_missing_pid_is_empty() {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id() as i32;
+        gone.wait().unwrap();
+        assert!(watch_tree(pid).map_or(true, |w| w.procs.is_empty()));
+        assert!(kill_tree(pid as u32, Duration::ZERO).is_ok());
     }
 }
