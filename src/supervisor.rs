@@ -7,6 +7,7 @@
 //! child.
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -162,25 +163,33 @@ impl Inner {
         let rt = runtime::get();
         let inner = self.clone();
         let reg = rt.register(inner.cancel.clone());
-        let run = Run::new(setup, inner.clone());
-        let task = rt.rt.spawn(run.run());
+        let run = Box::new(Run::new(setup, inner.clone()));
+        // One task per run, which also publishes the outcome: a panic inside
+        // the driver (a bug, or a callback's panic payload that panics when
+        // dropped) ends the run instead of leaving its waiters blocked.
         rt.rt.spawn(async move {
-            let (result, outcome) = match task.await {
-                Ok(done) => done,
-                // A panic inside the driver (a bug, or a callback's panic
-                // payload that panics when dropped): end the run instead of
-                // leaving its waiters blocked forever. The child was killed
-                // while the run unwound (ChildIo's Drop).
-                Err(e) => {
-                    let msg = format!("run ended by a panic: {}", join_error_text(e));
-                    let outcome = Outcome {
-                        kind: OutcomeKind::Failed,
-                        message: msg.clone(),
-                        ..Outcome::default()
-                    };
-                    (Err(Error::Panic(msg)), outcome)
-                }
+            let ended = {
+                let mut run = std::pin::pin!(run.run());
+                std::future::poll_fn(|cx| {
+                    match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+                        Ok(std::task::Poll::Ready(done)) => std::task::Poll::Ready(Ok(done)),
+                        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+                        Err(payload) => std::task::Poll::Ready(Err(payload)),
+                    }
+                })
+                .await
+                // The run is dropped here, before its waiters are released:
+                // after a panic that kills the child (ChildIo's Drop).
             };
+            let (result, outcome) = ended.unwrap_or_else(|payload| {
+                let msg = format!("run ended by a panic: {}", panic_text(payload));
+                let outcome = Outcome {
+                    kind: OutcomeKind::Failed,
+                    message: msg.clone(),
+                    ..Outcome::default()
+                };
+                (Err(Error::Panic(msg)), outcome)
+            });
             runtime::get().unregister(reg);
             let _ = inner.outcome.set(outcome);
             *lock(&inner.status) = Status::Done(result);
@@ -474,11 +483,9 @@ impl Supervisor {
 
 /// The message of a failed run task; a payload that panics when dropped is
 /// leaked rather than dropped.
-fn join_error_text(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return e.to_string();
-    }
-    let p = e.into_panic();
+/// The message of a panic payload. A payload of another type is leaked,
+/// not dropped: its Drop may panic again.
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     let msg = p
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -537,6 +544,8 @@ struct ChildIo {
     reaped: bool,
     /// Stop requests signal this child's group directly while it is live.
     cancel: Arc<CancelToken>,
+    /// Which stream `next_wake` looks at first.
+    turn: u8,
 }
 
 impl Drop for ChildIo {
@@ -721,7 +730,8 @@ impl Run {
         }
     }
 
-    async fn run(mut self) -> (Result<()>, Outcome) {
+    /// Boxed: an `async fn` keeps its by-value arguments twice in its state.
+    async fn run(mut self: Box<Self>) -> (Result<()>, Outcome) {
         let mut first = true;
         let mut last_spawn_error: Option<String>;
         loop {
@@ -945,7 +955,7 @@ impl Run {
         // Phase 1: the child lives until it exits or a stop is requested.
         let mut cancelled = false;
         while io.exit.is_none() {
-            match Self::next_wake(&self.inner.cancel, &io, true, running_at, None).await {
+            match Self::next_wake(&self.inner.cancel, &mut io, true, running_at, None).await {
                 Wake::Data(i) => self.read(&mut io, i).await,
                 Wake::Idle => self.flush_idle(&mut io),
                 Wake::RunningDue => {
@@ -1009,8 +1019,14 @@ impl Run {
             // The main process exited on its own: give its pipes a moment.
             let drain_until = Instant::now() + DRAIN_TIMEOUT;
             while !io.both_eof() {
-                match Self::next_wake(&self.inner.cancel, &io, !cancelled, None, Some(drain_until))
-                    .await
+                match Self::next_wake(
+                    &self.inner.cancel,
+                    &mut io,
+                    !cancelled,
+                    None,
+                    Some(drain_until),
+                )
+                .await
                 {
                     Wake::Data(i) => self.read(&mut io, i).await,
                     Wake::Idle => self.flush_idle(&mut io),
@@ -1060,7 +1076,8 @@ impl Run {
         // Everything is gone: the pipes close unless a stranger holds them.
         let drain_until = Instant::now() + DRAIN_TIMEOUT;
         while !io.both_eof() {
-            match Self::next_wake(&self.inner.cancel, &io, false, None, Some(drain_until)).await {
+            match Self::next_wake(&self.inner.cancel, &mut io, false, None, Some(drain_until)).await
+            {
                 Wake::Data(i) => self.read(&mut io, i).await,
                 Wake::Idle => self.flush_idle(&mut io),
                 Wake::Deadline => break,
@@ -1148,6 +1165,7 @@ impl Run {
             streams: [mk(out, Stream::Stdout), mk(err, Stream::Stderr)],
             reaped: false,
             cancel,
+            turn: 0,
         })
     }
 
@@ -1187,9 +1205,21 @@ impl Run {
         }
     }
 
+    /// Boxed: it runs only while stopping, and inline it would make every
+    /// idle service's state as big as a stopping one's.
+    fn wait_gone<'a>(
+        &'a mut self,
+        io: &'a mut ChildIo,
+        targets: &'a mut Vec<Target>,
+        deadline: Option<Instant>,
+        cancelled: &'a mut bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.wait_gone_inner(io, targets, deadline, cancelled))
+    }
+
     /// Waits until the main process has exited and every target is gone,
     /// or `deadline` passes (returns false). Keeps reading the pipes.
-    async fn wait_gone(
+    async fn wait_gone_inner(
         &mut self,
         io: &mut ChildIo,
         targets: &mut Vec<Target>,
@@ -1232,24 +1262,55 @@ impl Run {
         }
     }
 
+    /// Waits for the next thing to do. Hand-written rather than a
+    /// `select!`: that would keep one readiness future per descriptor and
+    /// one timer per deadline in every run's state (900 bytes per service),
+    /// where polling the descriptors in place needs none and one timer
+    /// serves the earliest deadline. A stop request and due timers come
+    /// first, then the streams, starting with a different one each time so
+    /// that a chatty stdout cannot starve stderr.
     async fn next_wake(
         cancel: &CancelToken,
-        io: &ChildIo,
+        io: &mut ChildIo,
         watch_cancel: bool,
         running_at: Option<Instant>,
         deadline: Option<Instant>,
     ) -> Wake {
         let idle_at = io.idle_deadline();
-        let [s0, s1] = &io.streams;
-        tokio::select! {
-            r = s0.fd.readable(), if !s0.eof => { drop(r); Wake::Data(0) }
-            r = s1.fd.readable(), if !s1.eof => { drop(r); Wake::Data(1) }
-            r = io.pidfd.readable(), if io.exit.is_none() => { drop(r); Wake::Exited }
-            _ = cancel.requested(), if watch_cancel => Wake::Cancel,
-            _ = sleep_until(tokio_instant(running_at)), if running_at.is_some() => Wake::RunningDue,
-            _ = sleep_until(tokio_instant(idle_at)), if idle_at.is_some() => Wake::Idle,
-            _ = sleep_until(tokio_instant(deadline)), if deadline.is_some() => Wake::Deadline,
-        }
+        let timer_at = [running_at, idle_at, deadline].into_iter().flatten().min();
+        let mut sleep = std::pin::pin!(sleep_until(tokio_instant(timer_at)));
+        let mut requested = std::pin::pin!(cancel.requested());
+        io.turn ^= 1;
+        let io = &*io;
+        std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if watch_cancel && requested.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Cancel);
+            }
+            if timer_at.is_some() && sleep.as_mut().poll(cx).is_ready() {
+                // The timer was set for the earliest of the three.
+                return Poll::Ready(if running_at == timer_at {
+                    Wake::RunningDue
+                } else if idle_at == timer_at {
+                    Wake::Idle
+                } else {
+                    Wake::Deadline
+                });
+            }
+            for k in 0..2 {
+                let i = (io.turn as usize + k) % 2;
+                let s = &io.streams[i];
+                // Ready with an error counts too: the read reports it.
+                if !s.eof && s.fd.poll_read_ready(cx).is_ready() {
+                    return Poll::Ready(Wake::Data(i));
+                }
+            }
+            if io.exit.is_none() && io.pidfd.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Exited);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Reads one chunk from stream `i`, splits it and delivers the lines.
