@@ -1,7 +1,7 @@
 // Go rows of the libdevrig benchmarks: the os/exec baselines and the rows
 // through the Go binding. One row per invocation; prints one JSON line.
 //
-//	gobench w1-scanner|w1-devrig WRITER N
+//	gobench w1-scanner|w1-devrig|w1-devrig-broadcaster WRITER N
 //	gobench w3-exec|w3-devrig N
 package main
 
@@ -45,6 +45,10 @@ func cpuSecs() float64 {
 	return tv(ru.Utime) + tv(ru.Stime)
 }
 
+// cpuPerLine is this process's CPU time (user + system, not the writer's)
+// since cpu0, per line: steadier than lines/s on a busy machine.
+func cpuPerLine(cpu0 float64, n int) float64 { return (cpuSecs() - cpu0) / float64(n) * 1e9 }
+
 func raiseNofile() {
 	var r syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
@@ -53,6 +57,7 @@ func raiseNofile() {
 }
 
 func w1Scanner(writer string, n int) {
+	cpu0 := cpuSecs()
 	t0 := time.Now()
 	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf("exec %s %d", writer, n))
 	out, err := cmd.StdoutPipe()
@@ -75,7 +80,8 @@ func w1Scanner(writer string, n int) {
 		}
 	}
 	cmd.Wait()
-	fmt.Printf("{\"lines\":%d,\"lost\":%d,\"bad\":%d,\"secs\":%.6f,\"rate\":%.1f}\n", count, n-count, bad, secs, float64(count)/secs)
+	fmt.Printf("{\"lines\":%d,\"lost\":%d,\"bad\":%d,\"secs\":%.6f,\"rate\":%.1f,\"cpu_ns_line\":%.1f}\n",
+		count, n-count, bad, secs, float64(count)/secs, cpuPerLine(cpu0, n))
 }
 
 func quietPolicy() supervisor.RestartPolicy {
@@ -85,9 +91,39 @@ func quietPolicy() supervisor.RestartPolicy {
 	return p
 }
 
+// w1Devrig consumes the lines through Supervisor.LogHandler, the binding's
+// documented fast path: batches of lent views on libdevrig's thread.
 func w1Devrig(writer string, n int) {
+	count, bad := 0, 0
+	var secs float64
+	cpu0 := cpuSecs()
+	t0 := time.Now()
+	s := supervisor.New("w1", fmt.Sprintf("exec %s %d", writer, n), "", nil, quietPolicy(), nil, nil, "")
+	// Never concurrent for one run; Run's return orders it before the read below.
+	s.LogHandler = func(lines []supervisor.LogView) {
+		for i := range lines {
+			if t := lines[i].Text(); len(t) != 63 || t[0] != 'l' {
+				bad++
+			}
+		}
+		count += len(lines)
+		if count == n {
+			secs = time.Since(t0).Seconds()
+		}
+	}
+	if err := s.Run(context.Background()); err != nil {
+		die(err)
+	}
+	fmt.Printf("{\"lines\":%d,\"lost\":%d,\"bad\":%d,\"secs\":%.6f,\"rate\":%.1f,\"cpu_ns_line\":%.1f}\n",
+		count, n-count, bad, secs, float64(count)/secs, cpuPerLine(cpu0, n))
+}
+
+// w1DevrigBroadcaster consumes the lines as the seed API publishes them:
+// one TelemetryEvent per line on an events.Broadcaster channel.
+func w1DevrigBroadcaster(writer string, n int) {
 	logs := events.NewBroadcaster()
 	ch := logs.Subscribe(4096)
+	cpu0 := cpuSecs()
 	s := supervisor.New("w1", fmt.Sprintf("exec %s %d", writer, n), "", nil, quietPolicy(), logs, nil, "")
 	count, bad := 0, 0
 	var secs float64
@@ -116,8 +152,8 @@ func w1Devrig(writer string, n int) {
 	case <-time.After(10 * time.Second):
 	}
 	logs.Unsubscribe(ch)
-	fmt.Printf("{\"lines\":%d,\"lost\":%d,\"bad\":%d,\"dropped\":%d,\"secs\":%.6f,\"rate\":%.1f}\n",
-		count, n-count, bad, logs.Dropped(), secs, float64(count)/secs)
+	fmt.Printf("{\"lines\":%d,\"lost\":%d,\"bad\":%d,\"dropped\":%d,\"secs\":%.6f,\"rate\":%.1f,\"cpu_ns_line\":%.1f}\n",
+		count, n-count, bad, logs.Dropped(), secs, float64(count)/secs, cpuPerLine(cpu0, n))
 }
 
 func report(n int, threads int64, startAll, stopAll float64, rss0, rss1 int64, idle float64) {
@@ -227,6 +263,8 @@ func main() {
 		w1Scanner(os.Args[2], atoi(os.Args[3]))
 	case "w1-devrig":
 		w1Devrig(os.Args[2], atoi(os.Args[3]))
+	case "w1-devrig-broadcaster":
+		w1DevrigBroadcaster(os.Args[2], atoi(os.Args[3]))
 	case "w3-exec":
 		w3Exec(atoi(os.Args[2]))
 	case "w3-devrig":

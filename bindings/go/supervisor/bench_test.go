@@ -70,3 +70,32 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkLogHandlerThroughput is BenchmarkLogThroughput through
+// Supervisor.LogHandler (no broadcaster): b.N lines of 64 bytes, each
+// checked in the handler; nothing may be lost or damaged. Run with e.g.
+// -benchtime=2000000x.
+func BenchmarkLogHandlerThroughput(b *testing.B) {
+	line := strings.Repeat("x", 55) + " INFO ok" // 63 bytes
+	cmd := fmt.Sprintf("yes '%s' | head -n %d", line, b.N)
+	s := New("bench", cmd, "", nil, fastPolicy(RestartNever), nil, nil, "")
+	n, bad := 0, 0
+	s.LogHandler = func(lines []LogView) {
+		for i := range lines {
+			if len(lines[i].Text()) != 63 || lines[i].Severity() != events.SeverityInfo {
+				bad++
+			}
+		}
+		n += len(lines)
+	}
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	err := s.Run(context.Background())
+	b.StopTimer()
+	if err != nil || n != b.N || bad != 0 {
+		b.Fatalf("got %d of %d lines (%d damaged), %v", n, b.N, bad, err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/line")
+}

@@ -25,7 +25,11 @@ type runState struct {
 	evts *events.Broadcaster
 	sup  *C.devrig_supervisor // for devrig_cancel after a panic
 
+	// handler is Supervisor.LogHandler at the start of the run.
+	handler func([]LogView)
+
 	// Log path state, used only by goDevrigLogBatch (never concurrent).
+	views  []LogView // lent to handler, reused
 	evbuf  []events.TelemetryEvent
 	lastMs int64
 	lastTs time.Time
@@ -124,6 +128,12 @@ func goDevrigLogBatch(h C.uintptr_t, lines *C.devrig_log_line, count C.size_t) {
 		return
 	}
 	batch := unsafe.Slice(lines, int(count))
+	if rs.handler != nil {
+		rs.lend(batch)
+	}
+	if rs.logs == nil {
+		return
+	}
 	if rs.evbuf == nil {
 		rs.evbuf = make([]events.TelemetryEvent, groupLines)
 	}
@@ -136,6 +146,29 @@ func goDevrigLogBatch(h C.uintptr_t, lines *C.devrig_log_line, count C.size_t) {
 		used = max(used, n)
 		// The C data stays valid for the whole call, Sends included.
 		sendBatch(rs.logs, rs.evbuf[:n])
+		batch = batch[n:]
+	}
+}
+
+// maxViews bounds the lines of one LogHandler call, and so the views
+// buffer kept for a run (a read of empty lines can hold 64 Ki of them).
+const maxViews = 1024
+
+// lend passes batch to rs.handler as views, in calls of at most maxViews
+// lines. The records (LogView wraps devrig_log_line) are copied, one
+// memmove, into a Go buffer reused across the batches of a run, so that a
+// handler that keeps or writes to the slice never touches libdevrig's
+// array, freed after this call; the texts are not copied at all. Nothing
+// is done per line: the LogView methods decode what the handler asks for.
+func (rs *runState) lend(batch []C.devrig_log_line) {
+	for len(batch) > 0 {
+		n := min(len(batch), maxViews)
+		if cap(rs.views) < n {
+			rs.views = make([]LogView, n)
+		}
+		views := rs.views[:n]
+		copy(views, unsafe.Slice((*LogView)(unsafe.Pointer(&batch[0])), n))
+		rs.handler(views)
 		batch = batch[n:]
 	}
 }

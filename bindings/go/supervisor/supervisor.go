@@ -25,6 +25,27 @@
 // "debug"; TRACE lines are "debug" and lines without a level word "info"),
 // and the additions Level (exact: "trace" ... "error", "" when none), Stream,
 // PID and Timestamp.
+//
+// # High-volume logs
+//
+// One TelemetryEvent per line over a channel costs far more than reading
+// the line. For high-volume logs set Supervisor.LogHandler (an addition): a
+// func([]LogView) called on libdevrig's thread with each batch of entries,
+// lent as views of libdevrig's buffer: nothing is allocated per entry and no
+// text is copied.
+//
+//	s := supervisor.New("web", cmd, "", nil, policy, nil, evts, "")
+//	var out []byte // reused; only the handler touches it
+//	s.LogHandler = func(lines []supervisor.LogView) {
+//		out = out[:0]
+//		for i := range lines {
+//			out = append(append(out, lines[i].Text()...), '\n') // Text is lent: copy it
+//		}
+//		os.Stdout.Write(out)
+//	}
+//
+// It can be used alone (logs broadcaster nil) or together with the logs
+// broadcaster, which then also receives every entry.
 package supervisor
 
 /*
@@ -66,6 +87,27 @@ type Supervisor struct {
 	// MaxLineBytes bounds one delivered entry; longer lines come in pieces
 	// (an addition; 0 means the libdevrig default, 65536; at most 1<<30).
 	MaxLineBytes int
+	// LogHandler, when set, receives the service's log entries in batches:
+	// the fast path for high-volume logs (an addition), with no allocation
+	// and no copy of the text per entry. See LogView.
+	//
+	// It is called synchronously on a libdevrig thread with the entries of
+	// one read of the child's output (at most 1024 a call), never
+	// concurrently for one run; the entries of each stream come in order, and
+	// all of a child's entries before its "exited" status. The slice is
+	// reused and each Text is lent, valid only during the call: copy what
+	// you keep (see LogView). Like the C callbacks it runs on one of libdevrig's
+	// few shared threads: a slow handler slows its own service (the child
+	// blocks on a full pipe), so keep it short, and never wait in it for
+	// anything that waits for Run. A panic in it stops the service and Run
+	// panics again with the value once every process is reaped; do not call
+	// runtime.Goexit (t.FailNow) in it.
+	//
+	// It works alongside the logs broadcaster given to New: with both, each
+	// batch goes to the handler first, then to the broadcaster, so both see
+	// every entry. With only the handler (logs nil), no TelemetryEvent is
+	// built at all.
+	LogHandler func(lines []LogView)
 
 	logBroadcast   *events.Broadcaster
 	eventBroadcast *events.Broadcaster
@@ -161,10 +203,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 
 	rs := &runState{name: s.Name, logs: s.logBroadcast, evts: s.eventBroadcast, sup: sup,
-		ended: make(chan struct{})}
+		handler: s.LogHandler, ended: make(chan struct{})}
 	h := cgo.NewHandle(rs)
 	defer h.Delete()
-	if rs.logs != nil {
+	if rs.logs != nil || rs.handler != nil {
 		if err := call("register log callback", func() uint32 {
 			return uint32(C.devrig_go_on_log_batch(sup, C.uintptr_t(h)))
 		}); err != nil {
