@@ -255,7 +255,14 @@ pub fn detect_level(text: &[u8]) -> Level {
         let start = i;
         i = skip_run(head, i, true);
         let word = &head[start..i];
-        if (4..=8).contains(&word.len()) {
+        // The length and first letter rule out most words before the
+        // compare.
+        if (4..=8).contains(&word.len())
+            && matches!(
+                word[0] | 0x20,
+                b't' | b'd' | b'i' | b'w' | b'e' | b'f' | b'c' | b'p'
+            )
+        {
             if let Some(level) = level_word(word) {
                 return level;
             }
@@ -289,17 +296,34 @@ fn skip_run(b: &[u8], mut i: usize, alpha: bool) -> usize {
     i
 }
 
-fn level_word(word: &[u8]) -> Option<Level> {
-    let mut lower = [0u8; 8];
-    for (d, s) in lower.iter_mut().zip(word) {
-        *d = s.to_ascii_lowercase();
+/// `word` (4 to 8 ASCII letters) packed in lower case, so that each level
+/// spelling is one integer compare.
+const fn pack(word: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut k = 0;
+    while k < word.len() {
+        v |= ((word[k] | 0x20) as u64) << (8 * k);
+        k += 1;
     }
-    Some(match &lower[..word.len()] {
-        b"trace" => Level::Trace,
-        b"debug" => Level::Debug,
-        b"info" => Level::Info,
-        b"warn" | b"warning" => Level::Warn,
-        b"error" | b"fatal" | b"critical" | b"panic" => Level::Error,
+    v
+}
+
+fn level_word(word: &[u8]) -> Option<Level> {
+    const TRACE: u64 = pack(b"trace");
+    const DEBUG: u64 = pack(b"debug");
+    const INFO: u64 = pack(b"info");
+    const WARN: u64 = pack(b"warn");
+    const WARNING: u64 = pack(b"warning");
+    const ERROR: u64 = pack(b"error");
+    const FATAL: u64 = pack(b"fatal");
+    const CRITICAL: u64 = pack(b"critical");
+    const PANIC: u64 = pack(b"panic");
+    Some(match pack(word) {
+        TRACE => Level::Trace,
+        DEBUG => Level::Debug,
+        INFO => Level::Info,
+        WARN | WARNING => Level::Warn,
+        ERROR | FATAL | CRITICAL | PANIC => Level::Error,
         _ => return None,
     })
 }
@@ -570,6 +594,60 @@ mod tests {
         );
         assert_eq!(detect_level(b"xxxxxxxxerror"), Level::Unknown);
         assert_eq!(detect_level(b"12345678info"), Level::Info);
+        let mut edge = vec![b'.'; 252];
+        edge.extend_from_slice(b"info");
+        assert_eq!(detect_level(&edge), Level::Info);
+        edge.extend_from_slice(b"rmation");
+        assert_eq!(detect_level(&edge), Level::Info, "cut at 256 bytes");
+        edge.truncate(251);
+        edge.extend_from_slice(b"xinfo");
+        assert_eq!(detect_level(&edge), Level::Unknown);
+    }
+
+    /// The plain definition: split the first line (of the first 256 bytes)
+    /// into runs of ASCII letters and take the first that is a level word.
+    fn detect_level_reference(text: &[u8]) -> Level {
+        let head = &text[..text.len().min(256)];
+        let head = head.split(|&b| b == b'\n').next().unwrap_or(head);
+        head.split(|b| !b.is_ascii_alphabetic())
+            .find_map(|w| {
+                let lower = w.to_ascii_lowercase();
+                Some(match &lower[..] {
+                    b"trace" => Level::Trace,
+                    b"debug" => Level::Debug,
+                    b"info" => Level::Info,
+                    b"warn" | b"warning" => Level::Warn,
+                    b"error" | b"fatal" | b"critical" | b"panic" => Level::Error,
+                    _ => return None,
+                })
+            })
+            .unwrap_or(Level::Unknown)
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        #[test]
+        fn detect_level_matches_its_definition(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        &b"ERROR"[..], b"wArNiNg", b"Info", b"trace", b"DEBUG", b"warn",
+                        b"Fatal", b"critical", b"panic", b"criticals", b"pack", b"infos",
+                    ])
+                    .prop_map(|w: &[u8]| w.to_vec()),
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..70),
+                    proptest::collection::vec(
+                        proptest::sample::select(b"abceiwxyzAZ @[`{09\n-\xc3".to_vec()),
+                        0..40,
+                    ),
+                ],
+                0..12,
+            )
+        ) {
+            let text = parts.concat();
+            proptest::prop_assert_eq!(detect_level(&text), detect_level_reference(&text));
+        }
     }
 
     #[test]
