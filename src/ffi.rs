@@ -686,6 +686,15 @@ pub unsafe extern "C" fn devrig_on_log(
 /// Sets (or, with NULL, clears) a callback that receives the lines of one
 /// read at once; replaces a callback set with devrig_on_log. Same rules as
 /// devrig_on_log.
+/// The C records of one batch, kept between batches to spare an allocation
+/// per batch. Empty except during a call to the callback.
+struct LineBuf(Vec<devrig_log_line>);
+
+// SAFETY: the records point into the batch being delivered and are cleared
+// before the closure returns, so no pointer outlives that call or is ever
+// seen from another thread.
+unsafe impl Send for LineBuf {}
+
 #[no_mangle]
 pub unsafe extern "C" fn devrig_on_log_batch(
     sup: *mut devrig_supervisor,
@@ -700,12 +709,14 @@ pub unsafe extern "C" fn devrig_on_log_batch(
         };
         let service = c_text(h.sup.name());
         let ud = UserData(user_data);
+        let mut buf = LineBuf(Vec::new());
         h.sup.on_log(Some(Box::new(move |lines: &[LogLine<'_>]| {
-            let ud = &ud;
-            let buf: Vec<devrig_log_line> = lines.iter().map(|l| line_to_c(&service, l)).collect();
+            let (ud, buf) = (&ud, &mut buf);
+            buf.0.extend(lines.iter().map(|l| line_to_c(&service, l)));
             // SAFETY: the caller registered a valid function; the array and
             // what it points to live until the call returns.
-            unsafe { cb(ud.0, buf.as_ptr(), buf.len()) };
+            unsafe { cb(ud.0, buf.0.as_ptr(), buf.0.len()) };
+            buf.0.clear();
         })))
     })
 }
