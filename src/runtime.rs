@@ -15,8 +15,19 @@ use std::sync::{Arc, Mutex};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
-/// Worker threads of the shared runtime.
+/// The most worker threads the shared runtime uses.
 pub const WORKER_THREADS: usize = 4;
+
+/// Worker threads of the shared runtime: one per CPU, at least 2 (so that
+/// a callback that blocks for a while does not stall every service) and at
+/// most `WORKER_THREADS` (supervising is mostly waiting; more threads only
+/// cost memory and, in hosts like Go, count against their own thread
+/// budget).
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(WORKER_THREADS, |n| n.get())
+        .clamp(2, WORKER_THREADS)
+}
 
 /// A stop request that can be raised from anywhere, a signal handler
 /// included, and awaited by the run it belongs to.
@@ -183,7 +194,7 @@ fn block_async_signals() {
 impl Runtime {
     fn build() -> Runtime {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(WORKER_THREADS)
+            .worker_threads(worker_threads())
             .max_blocking_threads(1)
             .thread_name("devrig")
             .enable_io()
