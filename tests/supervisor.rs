@@ -322,3 +322,35 @@ fn a_flooding_stdout_starves_neither_stderr_nor_a_stop() {
     assert_eq!(s.outcome().kind, OutcomeKind::Cancelled);
     assert!(flooded.load(Ordering::Relaxed) > before);
 }
+
+#[test]
+fn a_reader_held_up_past_the_idle_flush_does_not_cut_a_line_whose_rest_is_waiting() {
+    // "hel" is read and held as a partial line; the stderr line's handler
+    // then holds the reader for 600 ms, longer than the 250 ms idle flush,
+    // while "lo" arrives. The held part must be joined with it, not cut.
+    let mut cfg = Config::new(
+        "held",
+        "printf hel; sleep 0.1; echo block >&2; sleep 0.1; echo lo",
+    )
+    .unwrap();
+    cfg.policy = fast(RestartMode::Never);
+    let s = Supervisor::new(cfg).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        for l in lines {
+            let text = String::from_utf8_lossy(l.text()).into_owned();
+            let block = text == "block";
+            s2.lock().unwrap().push(text);
+            if block {
+                std::thread::sleep(Duration::from_millis(600));
+            }
+        }
+    })))
+    .unwrap();
+    s.run().unwrap();
+    // The two streams are not ordered against each other.
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["block", "hello"]);
+}
