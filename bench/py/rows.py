@@ -78,6 +78,8 @@ def w3_asyncio(n):
         for _ in range(n):
             procs.append(await asyncio.create_subprocess_shell(
                 "exec sleep 3600", stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            if len(procs) == 1:
+                rss_first = status_field("VmRSS")
         start_all = now() - t0
         await asyncio.sleep(0.5)
         threads, rss1 = status_field("Threads"), status_field("VmRSS")
@@ -90,7 +92,8 @@ def w3_asyncio(n):
         await asyncio.gather(*(p.wait() for p in procs))
         stop_all = now() - t2
         out(n=n, threads=threads, start_all=start_all, stop_all=stop_all,
-            rss_per_kib=(rss1 - rss0) / n, idle_cpu=idle)
+            rss_per_kib=(rss1 - rss_first) / (n - 1), rss_first_kib=rss_first - rss0,
+            idle_cpu=idle)
 
     asyncio.run(main())
 
@@ -186,6 +189,8 @@ def w3_devrig(n):
                               policy=devrig.RestartPolicy(mode="never", startup_grace=0))
         s.start()
         sups.append(s)
+        if i == 0:
+            rss_first = status_field("VmRSS")
     start_all = now() - t0
     time.sleep(0.5)
     threads, rss1 = status_field("Threads"), status_field("VmRSS")
@@ -197,7 +202,8 @@ def w3_devrig(n):
         s.wait()
     stop_all = now() - t2
     out(n=n, threads=threads, start_all=start_all, stop_all=stop_all,
-        rss_per_kib=(rss1 - rss0) / n, idle_cpu=idle)
+        rss_per_kib=(rss1 - rss_first) / (n - 1), rss_first_kib=rss_first - rss0,
+        idle_cpu=idle)
 
 
 def main():
