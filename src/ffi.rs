@@ -683,9 +683,6 @@ pub unsafe extern "C" fn devrig_on_log(
     })
 }
 
-/// Sets (or, with NULL, clears) a callback that receives the lines of one
-/// read at once; replaces a callback set with devrig_on_log. Same rules as
-/// devrig_on_log.
 /// The C records of one batch, kept between batches to spare an allocation
 /// per batch. Empty except during a call to the callback.
 struct LineBuf(Vec<devrig_log_line>);
@@ -695,6 +692,9 @@ struct LineBuf(Vec<devrig_log_line>);
 // seen from another thread.
 unsafe impl Send for LineBuf {}
 
+/// Sets (or, with NULL, clears) a callback that receives the lines of one
+/// read at once; replaces a callback set with devrig_on_log. Same rules as
+/// devrig_on_log.
 #[no_mangle]
 pub unsafe extern "C" fn devrig_on_log_batch(
     sup: *mut devrig_supervisor,
