@@ -1289,13 +1289,25 @@ impl Run {
             }
             if timer_at.is_some() && sleep.as_mut().poll(cx).is_ready() {
                 // The timer was set for the earliest of the three.
-                return Poll::Ready(if running_at == timer_at {
-                    Wake::RunningDue
-                } else if idle_at == timer_at {
-                    Wake::Idle
-                } else {
-                    Wake::Deadline
-                });
+                if running_at == timer_at {
+                    return Poll::Ready(Wake::RunningDue);
+                }
+                if idle_at != timer_at {
+                    return Poll::Ready(Wake::Deadline);
+                }
+                // The idle timer and the rest of a line can become known
+                // in the same turn of the reactor (a reader held up longer
+                // than the idle time): read the stream that is due before
+                // cutting its line. The kernel is asked, not the reactor,
+                // which may not have seen the data yet.
+                for (i, s) in io.streams.iter().enumerate() {
+                    let due =
+                        !s.eof && s.asm.holds_data() && Some(s.last_data + IDLE_FLUSH) == idle_at;
+                    if due && process::bytes_pending(s.fd.get_ref()) {
+                        return Poll::Ready(Wake::Data(i));
+                    }
+                }
+                return Poll::Ready(Wake::Idle);
             }
             for k in 0..2 {
                 let i = (io.turn as usize + k) % 2;
