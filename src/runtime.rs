@@ -42,6 +42,10 @@ pub(crate) struct CancelToken {
     /// Requests inside their kill(); the driver waits for none before it
     /// reaps the child, after which the group id may be reused.
     signalling: AtomicU32,
+    /// Set once the dispatcher has passed the request on: the flag stays
+    /// set, so the run never needs it again, and 500 stops landing together
+    /// would otherwise have each wake-up notify every run stopped so far.
+    dispatched: AtomicBool,
 }
 
 impl CancelToken {
@@ -262,7 +266,7 @@ impl Runtime {
                 let tokens: Vec<Arc<CancelToken>> = {
                     let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
                     runs.values()
-                        .filter(|t| t.is_requested())
+                        .filter(|t| t.is_requested() && !t.dispatched.swap(true, Ordering::SeqCst))
                         .cloned()
                         .collect()
                 };
