@@ -493,13 +493,29 @@ pub(crate) fn read_stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&buf[..n])
 }
 
+/// Reads a small /proc file. Such a file gives its whole record to a read
+/// with room for it, so a short read is the end: no second read to see 0
+/// (sweeps read these on every stop).
 fn read_small(path: &str, buf: &mut [u8]) -> io::Result<usize> {
     let mut f = File::open(path)?;
+    read_record(buf, |b, _| f.read(b))
+}
+
+/// Fills `buf` with `read(slice, offset)` until a read comes back short.
+fn read_record(
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8], usize) -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match f.read(&mut buf[n..]) {
+        match read(&mut buf[n..], n) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            Ok(k) => {
+                n += k;
+                if n < buf.len() {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -822,29 +838,22 @@ fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
         let Some((fd, ..)) = kept.as_ref() else {
             return Err(io::ErrorKind::NotFound.into());
         };
-        let mut n = 0;
-        while n < buf.len() {
-            // SAFETY: reads into the unfilled tail of `buf`.
+        read_record(buf, |b, offset| {
+            // SAFETY: reads into `b`, a live slice, at most its length.
             let r = unsafe {
                 libc::pread(
                     fd.as_raw_fd(),
-                    buf[n..].as_mut_ptr() as *mut libc::c_void,
-                    buf.len() - n,
-                    n as libc::off_t,
+                    b.as_mut_ptr() as *mut libc::c_void,
+                    b.len(),
+                    offset as libc::off_t,
                 )
             };
-            match r {
-                0 => break,
-                r if r > 0 => n += r as usize,
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as usize)
             }
-        }
-        Ok(n)
+        })
     })
 }
 
@@ -914,6 +923,10 @@ fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
     // Our own services' processes among them are skipped without a
     // syscall (see `Children`), so they do not count as candidates.
     let ours = children().count_in(mark, last) as i64;
+    if span <= ours {
+        // Every pid allocated since is one of our own children.
+        return Some(Vec::new());
+    }
     if span - ours <= 256 {
         // Few candidates: probe them directly instead of listing /proc.
         let mut v = Vec::with_capacity(span as usize);
@@ -952,7 +965,21 @@ pub(crate) fn find_leftovers(
     };
     // Freed pids are known unused only within the bounded range.
     let bounded = candidates.is_some();
-    let candidates = candidates.unwrap_or_else(all_pids);
+    let mut candidates = candidates.unwrap_or_else(all_pids);
+    if let Some(m) = mark.as_deref() {
+        let c = children();
+        candidates.retain(|&pid| {
+            !(if bounded {
+                c.skips(pid, m)
+            } else {
+                pid != m.pid && c.live.contains_key(&pid)
+            })
+        });
+    }
+    candidates.retain(|&pid| pid != me);
+    // Read only when something is left to look at (stopping 500 services
+    // at once, each sweep's candidates are the others' children, all
+    // skipped above).
     let since_ticks = match mark.as_deref_mut() {
         Some(m) if !candidates.is_empty() => m.start_ticks(),
         _ => 0,
@@ -960,17 +987,6 @@ pub(crate) fn find_leftovers(
     let mut found = Vec::new();
     let mut lineage = Lineage::new(me, since_ticks);
     for pid in candidates {
-        let skip = mark.as_deref().is_some_and(|m| {
-            let c = children();
-            if bounded {
-                c.skips(pid, m)
-            } else {
-                pid != m.pid && c.live.contains_key(&pid)
-            }
-        });
-        if pid == me || skip {
-            continue;
-        }
         let Some(s) = read_stat(pid) else { continue };
         let t = Target {
             pid,
