@@ -247,6 +247,23 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
     })
 }
 
+/// One read(2) into `buf`.
+pub(crate) fn read_fd(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: reads at most `buf.len()` bytes into `buf`, a live slice.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// True when a pipe has unread bytes (FIONREAD).
 pub(crate) fn bytes_pending(fd: &impl AsRawFd) -> bool {
     let mut n: libc::c_int = 0;

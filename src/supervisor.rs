@@ -1017,6 +1017,7 @@ impl Run {
             exited_at = Instant::now();
         } else {
             // The main process exited on its own: give its pipes a moment.
+            self.drain_now(&mut io);
             let drain_until = Instant::now() + DRAIN_TIMEOUT;
             while !io.both_eof() {
                 match Self::next_wake(
@@ -1074,6 +1075,7 @@ impl Run {
         }
 
         // Everything is gone: the pipes close unless a stranger holds them.
+        self.drain_now(&mut io);
         let drain_until = Instant::now() + DRAIN_TIMEOUT;
         while !io.both_eof() {
             match Self::next_wake(&self.inner.cancel, &mut io, false, None, Some(drain_until)).await
@@ -1336,31 +1338,50 @@ impl Run {
             return;
         };
         let buf = &mut self.buf;
-        let res = guard.try_io(|fd| {
-            // SAFETY: reads into our own buffer of `buf.len()` bytes.
-            let n = unsafe {
-                libc::read(
-                    fd.get_ref().as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
+        let res = guard.try_io(|fd| process::read_fd(fd.get_ref(), buf));
         drop(guard);
+        if let Ok(res) = res {
+            self.took(io, i, res);
+        }
+    }
+
+    /// Reads what the pipes hold right now, asking the kernel instead of
+    /// waiting for the reactor: once everything of the service is gone its
+    /// pipes are at EOF or hold the last output, and a wait would cost a
+    /// timer (whose arming wakes the thread that runs the reactor) and a
+    /// round trip through the reactor. A bounded number of reads: a
+    /// stranger that holds a pipe and keeps writing is left to the wait.
+    fn drain_now(&mut self, io: &mut ChildIo) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_CHUNK];
+        }
+        for i in 0..2 {
+            for _ in 0..16 {
+                if io.streams[i].eof {
+                    break;
+                }
+                let res = process::read_fd(io.streams[i].fd.get_ref(), &mut self.buf);
+                if !self.took(io, i, res) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Hands the result of one read of stream `i` on; false when the pipe
+    /// had nothing (would block).
+    fn took(&mut self, io: &mut ChildIo, i: usize, res: std::io::Result<usize>) -> bool {
+        let s = &mut io.streams[i];
         match res {
-            Err(_would_block) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(Ok(0)) | Ok(Err(_)) => {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+            Ok(0) | Err(_) => {
                 s.eof = true;
                 self.flush_stream(io, i);
                 self.deliver();
+                true
             }
-            Ok(Ok(n)) => {
+            Ok(n) => {
                 s.last_data = Instant::now();
                 let ts = now_ms();
                 let (stream, pid) = (s.stream, io.pid as u32);
@@ -1369,6 +1390,7 @@ impl Run {
                     batch.push(text, stream, pid, ts)
                 });
                 self.deliver();
+                true
             }
         }
     }

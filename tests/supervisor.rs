@@ -354,3 +354,51 @@ fn a_reader_held_up_past_the_idle_flush_does_not_cut_a_line_whose_rest_is_waitin
     seen.sort();
     assert_eq!(seen, ["block", "hello"]);
 }
+
+#[test]
+fn a_stranger_that_keeps_a_pipe_open_and_writing_does_not_hold_up_the_run() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The writer leaves the session, drops the environment (so no sweep can
+    // tell it descends from the service) and writes to the service's stdout
+    // for good, faster than it is read. The run must still end, after the
+    // bounded drain.
+    let dir = std::env::temp_dir().join(format!("devrig-stranger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("pid");
+    let cmd = format!(
+        "setsid env -i /bin/sh -c 'echo $$ > {}; exec yes held' & sleep 0.3; exit 3",
+        pidfile.display()
+    );
+    let mut cfg = Config::new("stranger", &cmd).unwrap();
+    cfg.policy = fast(RestartMode::Never);
+    let s = Supervisor::new(cfg).unwrap();
+    let lines = Arc::new(AtomicU64::new(0));
+    let l = lines.clone();
+    s.on_log(Some(Box::new(move |batch: &[devrig::LogLine<'_>]| {
+        l.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // Slower than `yes`: the pipe is never empty.
+        std::thread::sleep(Duration::from_millis(1));
+    })))
+    .unwrap();
+    let t = Instant::now();
+    s.start().unwrap();
+    let r = s.wait(Some(Duration::from_secs(30)));
+    let took = t.elapsed();
+    let stranger: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY-free cleanup: the stranger is ours to kill.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &stranger.to_string()])
+        .status();
+    std::fs::remove_dir_all(&dir).unwrap();
+    r.unwrap();
+    assert!(
+        s.is_done(),
+        "the run waited on the stranger's pipe for {took:?}"
+    );
+    assert_eq!(s.outcome().last_exit_code, 3);
+    assert!(lines.load(Ordering::Relaxed) > 0);
+}
