@@ -481,8 +481,6 @@ impl Supervisor {
     }
 }
 
-/// The message of a failed run task; a payload that panics when dropped is
-/// leaked rather than dropped.
 /// The message of a panic payload. A payload of another type is leaked,
 /// not dropped: its Drop may panic again.
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
