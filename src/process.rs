@@ -414,7 +414,7 @@ impl Children {
     /// True when a sweep for the spawn `mark` can skip `pid`.
     fn skips(&self, pid: i32, mark: &SpawnMark) -> bool {
         (pid != mark.pid && self.live.contains_key(&pid))
-            || self.freed.get(&pid).is_some_and(|&s| s > mark.seq_after)
+            || self.freed.get(&pid).is_some_and(|&s| freed_after(s, mark))
     }
 
     /// How many pids in the cyclic range after `mark.pid` up to `last` it
@@ -436,8 +436,14 @@ impl Children {
         };
         // The range excludes mark.pid: every live child of ours in it is
         // skipped; a freed one if its spawn began after the mark's returned.
-        count(&self.live, &|_| true) + count(&self.freed, &|seq| seq > mark.seq_after)
+        count(&self.live, &|_| true) + count(&self.freed, &|seq| freed_after(seq, mark))
     }
+}
+
+/// True when a freed child of ours, spawned with sequence `seq`, was spawned
+/// after `mark`'s spawn returned (see `Children`).
+fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
+    seq > mark.seq_after
 }
 
 fn children() -> std::sync::MutexGuard<'static, Children> {
@@ -1260,32 +1266,43 @@ fn watch_tree(root: i32) -> Option<Watch> {
         .iter()
         .filter_map(|(t, _)| pgid_of(t.pid).map(|g| (t.pid, g)))
         .collect();
-    let mut leaders: Vec<i32> = member_groups
+    let outside = seen
         .iter()
-        .filter(|(p, g)| p == g)
-        .map(|(p, _)| *p)
-        .collect();
-    if !leaders.is_empty() {
-        for &pid in &seen {
-            if !members.contains(&pid) {
-                if let Some(g) = pgid_of(pid) {
-                    leaders.retain(|&l| l != g);
-                }
-            }
-        }
-    }
-    let groups = leaders
-        .into_iter()
-        .map(|l| {
-            let pids = member_groups.iter().filter(|(_, g)| *g == l);
-            (l, pids.map(|(p, _)| *p).collect())
-        })
-        .collect();
+        .filter(|p| !members.contains(p))
+        .filter_map(|&p| pgid_of(p));
+    let groups = whole_groups(&member_groups, outside);
     Some(Watch {
         procs,
         groups,
         exact: true,
     })
+}
+
+/// The process groups a tree holds whole, with their members: led by a
+/// member, with no process outside the tree in them. `members` are (pid,
+/// process group) pairs; `outside` yields the groups of the processes
+/// outside the tree, and is not consumed when no member leads a group.
+fn whole_groups(
+    members: &[(i32, i32)],
+    outside: impl Iterator<Item = i32>,
+) -> Vec<(i32, Vec<i32>)> {
+    let mut leaders: Vec<i32> = members
+        .iter()
+        .filter(|(p, g)| p == g)
+        .map(|(p, _)| *p)
+        .collect();
+    if !leaders.is_empty() {
+        for g in outside {
+            leaders.retain(|&l| l != g);
+        }
+    }
+    leaders
+        .into_iter()
+        .map(|l| {
+            let pids = members.iter().filter(|(_, g)| *g == l);
+            (l, pids.map(|(p, _)| *p).collect())
+        })
+        .collect()
 }
 
 /// `pid` and all its descendants, parents first, collected in one scan,
@@ -1325,23 +1342,16 @@ fn collect_tree(root: i32) -> (Vec<Target>, Vec<(i32, Vec<i32>)>) {
         i += 1;
     }
     let members: std::collections::HashSet<i32> = tree.iter().map(|t| t.pid).collect();
-    let mut groups: Vec<i32> = procs
+    let member_groups: Vec<(i32, i32)> = procs
         .iter()
-        .filter(|(p, s)| s.pgrp == *p && members.contains(p))
-        .map(|(p, _)| *p)
+        .filter(|(p, _)| members.contains(p))
+        .map(|(p, s)| (*p, s.pgrp))
         .collect();
-    groups.retain(|g| {
-        procs
-            .iter()
-            .all(|(p, s)| s.pgrp != *g || members.contains(p))
-    });
-    let groups = groups
-        .into_iter()
-        .map(|g| {
-            let pids = procs.iter().filter(|(_, s)| s.pgrp == g).map(|(p, _)| *p);
-            (g, pids.collect())
-        })
-        .collect();
+    let outside = procs
+        .iter()
+        .filter(|(p, _)| !members.contains(p))
+        .map(|(_, s)| s.pgrp);
+    let groups = whole_groups(&member_groups, outside);
     (tree, groups)
 }
 
