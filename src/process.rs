@@ -77,52 +77,141 @@ fn cstring(what: &str, bytes: &[u8]) -> io::Result<CString> {
     })
 }
 
-/// Owns posix_spawn's attribute and file-action objects and destroys them.
-struct SpawnObjects {
-    attr: libc::posix_spawnattr_t,
+/// Owns a posix_spawn attribute object and destroys it.
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `spawn` before this value exists.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+/// The child's descriptors as posix_spawn file actions: stdin, stdout and
+/// stderr from `fds`, the working directory, every other descriptor closed.
+struct FileActions {
+    fds: [RawFd; 3],
     actions: libc::posix_spawn_file_actions_t,
 }
 
-impl Drop for SpawnObjects {
-    fn drop(&mut self) {
-        // SAFETY: both were initialised in `spawn` before this value exists.
+impl FileActions {
+    fn new(fds: [RawFd; 3], dir: Option<&CString>) -> io::Result<Box<FileActions>> {
+        let mut fa = Box::new(FileActions {
+            fds,
+            // SAFETY: a zeroed value is only a placeholder for init to fill.
+            actions: unsafe { std::mem::zeroed() },
+        });
+        // SAFETY: init before any other use; Drop destroys it (it runs only
+        // once init succeeded: on failure the zeroed object is forgotten).
         unsafe {
-            libc::posix_spawnattr_destroy(&mut self.attr);
-            libc::posix_spawn_file_actions_destroy(&mut self.actions);
+            if let Err(e) = cvt_nz(libc::posix_spawn_file_actions_init(&mut fa.actions)) {
+                std::mem::forget(fa);
+                return Err(e);
+            }
+            let a = &mut fa.actions;
+            for (target, fd) in fds.into_iter().enumerate() {
+                cvt_nz(libc::posix_spawn_file_actions_adddup2(a, fd, target as i32))?;
+            }
+            if let Some(dir) = dir {
+                cvt_nz(libc::posix_spawn_file_actions_addchdir_np(a, dir.as_ptr()))?;
+            }
+            #[cfg(target_env = "gnu")]
+            cvt_nz(libc::posix_spawn_file_actions_addclosefrom_np(a, 3))?;
         }
+        Ok(fa)
     }
 }
 
-/// Builds the child's environment: the host's current one, the overlay on
-/// top, then the tag.
-fn child_env(spec: &SpawnSpec<'_>) -> io::Result<Vec<CString>> {
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    for (k, v) in spec.env {
-        if let Some(slot) = vars.iter_mut().find(|(key, _)| key == k) {
-            slot.1 = v.clone();
-        } else {
-            vars.push((k.clone(), v.clone()));
-        }
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new` before this value escaped it.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.actions) };
     }
-    let mut out = Vec::with_capacity(vars.len() + 1);
-    for (k, v) in vars {
-        let mut kv = k.into_vec();
+}
+
+thread_local! {
+    /// The file actions of this thread's last spawn without a working
+    /// directory. A restarting service gets the same descriptor numbers
+    /// each time, and glibc checks every number with getrlimit() as it is
+    /// added: seven syscalls per spawn that reuse saves.
+    static KEPT_ACTIONS: std::cell::RefCell<Option<Box<FileActions>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `f` with file actions for `fds` and `dir`: this thread's kept ones
+/// when they match, else new ones (kept in turn when there is no `dir`).
+fn with_file_actions<R>(
+    fds: [RawFd; 3],
+    dir: Option<&CString>,
+    f: impl FnOnce(&libc::posix_spawn_file_actions_t) -> R,
+) -> io::Result<R> {
+    if dir.is_some() {
+        return Ok(f(&FileActions::new(fds, dir)?.actions));
+    }
+    KEPT_ACTIONS.with(|k| {
+        let Ok(mut kept) = k.try_borrow_mut() else {
+            return Ok(f(&FileActions::new(fds, None)?.actions));
+        };
+        if kept.as_ref().map(|fa| fa.fds) != Some(fds) {
+            *kept = None;
+            *kept = Some(FileActions::new(fds, None)?);
+        }
+        match kept.as_ref() {
+            Some(fa) => Ok(f(&fa.actions)),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    })
+}
+
+extern "C" {
+    static environ: *const *const libc::c_char;
+}
+
+/// The child's environment as execve takes it: the host's current entries
+/// except those the overlay replaces, then the overlay, then the tag. The
+/// host's entries are borrowed from `environ`, not copied: copying them
+/// (std::env::vars_os, then a CString each) was the largest user-space
+/// cost of a restart.
+struct ChildEnv {
+    /// The overlay and the tag, which `ptrs` points into.
+    _owned: Vec<CString>,
+    ptrs: Vec<*mut libc::c_char>,
+}
+
+fn child_env(spec: &SpawnSpec<'_>) -> io::Result<ChildEnv> {
+    let mut owned = Vec::with_capacity(spec.env.len() + 1);
+    for (k, v) in spec.env {
+        let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
+        kv.extend_from_slice(k.as_bytes());
         kv.push(b'=');
         kv.extend_from_slice(v.as_bytes());
-        out.push(cstring("environment variable", &kv)?);
+        owned.push(cstring("environment variable", &kv)?);
     }
-    out.push(cstring("tag", spec.tag.as_bytes())?);
-    Ok(out)
-}
-
-trait IntoVec {
-    fn into_vec(self) -> Vec<u8>;
-}
-
-impl IntoVec for OsString {
-    fn into_vec(self) -> Vec<u8> {
-        std::os::unix::ffi::OsStringExt::into_vec(self)
+    owned.push(cstring("tag", spec.tag.as_bytes())?);
+    let mut ptrs = Vec::with_capacity(64);
+    // SAFETY: `environ` is the C library's NULL-terminated array of
+    // NUL-terminated strings. It is read, as getenv(3) and posix_spawnp(3)
+    // read it, on the rule that no thread changes the environment meanwhile
+    // (the rule of setenv(3) and of std::env::set_var); glibc never frees
+    // the strings that setenv replaces, so the pointers taken stay valid
+    // until posix_spawn has copied them into the child.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = std::ffi::CStr::from_ptr(*p).to_bytes();
+            let key = entry.split(|&b| b == b'=').next().unwrap_or(entry);
+            if !spec.env.iter().any(|(k, _)| k.as_bytes() == key) {
+                ptrs.push(*p as *mut libc::c_char);
+            }
+            p = p.add(1);
+        }
     }
+    ptrs.extend(owned.iter().map(|s| s.as_ptr() as *mut libc::c_char));
+    ptrs.push(std::ptr::null_mut());
+    Ok(ChildEnv {
+        _owned: owned,
+        ptrs,
+    })
 }
 
 /// Starts `/bin/sh -c command` in a new process group with posix_spawn:
@@ -133,7 +222,6 @@ impl IntoVec for OsString {
 pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
     let (out_r, out_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
-    let devnull = File::open("/dev/null")?;
     let argv_owned = [
         cstring("argv", b"sh")?,
         cstring("argv", b"-c")?,
@@ -144,12 +232,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
         .map(|s| s.as_ptr() as *mut libc::c_char)
         .collect();
     argv.push(std::ptr::null_mut());
-    let env_owned = child_env(spec)?;
-    let mut envp: Vec<*mut libc::c_char> = env_owned
-        .iter()
-        .map(|s| s.as_ptr() as *mut libc::c_char)
-        .collect();
-    envp.push(std::ptr::null_mut());
+    let env = child_env(spec)?;
     let dir = match spec.working_dir {
         Some(d) => Some(cstring("working directory", d.as_os_str().as_bytes())?),
         None => None,
@@ -158,39 +241,16 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
     let forks_before = forks_lower_bound();
     let seq_before = SPAWN_SEQ.fetch_add(1, Ordering::SeqCst);
     let mut pid: libc::pid_t = 0;
-    // SAFETY: the spawn objects are initialised before use and destroyed by
-    // `SpawnObjects`; every pointer handed to posix_spawn (argv, envp, path,
+    // SAFETY: the attribute object is initialised before use and destroyed
+    // by `SpawnAttr`; every pointer handed to posix_spawn (argv, envp, path,
     // directory) points into values that outlive the call; the descriptors
     // are open until after posix_spawn returns.
     unsafe {
-        let mut objs = SpawnObjects {
-            attr: std::mem::zeroed(),
-            actions: std::mem::zeroed(),
-        };
-        cvt_nz(libc::posix_spawnattr_init(&mut objs.attr))?;
-        cvt_nz(libc::posix_spawn_file_actions_init(&mut objs.actions))?;
-        let fa = &mut objs.actions;
-        cvt_nz(libc::posix_spawn_file_actions_adddup2(
-            fa,
-            devnull.as_raw_fd(),
-            0,
-        ))?;
-        cvt_nz(libc::posix_spawn_file_actions_adddup2(
-            fa,
-            out_w.as_raw_fd(),
-            1,
-        ))?;
-        cvt_nz(libc::posix_spawn_file_actions_adddup2(
-            fa,
-            err_w.as_raw_fd(),
-            2,
-        ))?;
-        if let Some(dir) = &dir {
-            cvt_nz(libc::posix_spawn_file_actions_addchdir_np(fa, dir.as_ptr()))?;
+        let mut attr = SpawnAttr(std::mem::zeroed());
+        if let Err(e) = cvt_nz(libc::posix_spawnattr_init(&mut attr.0)) {
+            std::mem::forget(attr);
+            return Err(e);
         }
-        #[cfg(target_env = "gnu")]
-        cvt_nz(libc::posix_spawn_file_actions_addclosefrom_np(fa, 3))?;
-
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         // Every bit set, not sigfillset(): glibc's sigfillset leaves out its
@@ -203,27 +263,32 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
             0xff,
             std::mem::size_of::<libc::sigset_t>(),
         );
-        cvt_nz(libc::posix_spawnattr_setsigmask(&mut objs.attr, &empty))?;
-        cvt_nz(libc::posix_spawnattr_setsigdefault(&mut objs.attr, &all))?;
-        cvt_nz(libc::posix_spawnattr_setpgroup(&mut objs.attr, 0))?;
+        cvt_nz(libc::posix_spawnattr_setsigmask(&mut attr.0, &empty))?;
+        cvt_nz(libc::posix_spawnattr_setsigdefault(&mut attr.0, &all))?;
+        cvt_nz(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
         let flags = libc::POSIX_SPAWN_SETPGROUP
             | libc::POSIX_SPAWN_SETSIGMASK
             | libc::POSIX_SPAWN_SETSIGDEF;
         cvt_nz(libc::posix_spawnattr_setflags(
-            &mut objs.attr,
+            &mut attr.0,
             flags as libc::c_short,
         ))?;
-        cvt_nz(libc::posix_spawn(
-            &mut pid,
-            c"/bin/sh".as_ptr(),
-            &objs.actions,
-            &objs.attr,
-            argv.as_ptr(),
-            envp.as_ptr(),
-        ))?;
+        with_dev_null(|devnull| {
+            let fds = [devnull, out_w.as_raw_fd(), err_w.as_raw_fd()];
+            with_file_actions(fds, dir.as_ref(), |actions| {
+                cvt_nz(libc::posix_spawn(
+                    &mut pid,
+                    c"/bin/sh".as_ptr(),
+                    actions,
+                    &attr.0,
+                    argv.as_ptr(),
+                    env.ptrs.as_ptr(),
+                ))
+            })?
+        })?;
     }
     let seq_after = SPAWN_SEQ.fetch_add(1, Ordering::SeqCst);
-    drop((out_w, err_w, devnull));
+    drop((out_w, err_w));
     children().live.insert(pid, seq_before);
     // The child is ours and unreaped, so its pid cannot be reused before
     // the pidfd is opened.
@@ -825,19 +890,27 @@ fn forks_since_boot() -> Option<u64> {
     Some(forks)
 }
 
-thread_local! {
-    /// See `read_proc_stat`: the descriptor, its device and inode.
-    static KEPT_PROC_STAT: std::cell::RefCell<Option<(OwnedFd, u64, u64)>> =
-        const { std::cell::RefCell::new(None) };
-}
+/// A file the library keeps open, with the device and inode it had.
+type KeptFile = std::sync::Mutex<Option<(OwnedFd, u64, u64)>>;
 
-/// Reads /proc/stat through a descriptor each thread keeps open: opening
-/// it costs a third of a sweep that has nothing to look at. The descriptor
-/// is checked (device and inode) before each read, because a host may close
+static KEPT_PROC_STAT: KeptFile = std::sync::Mutex::new(None);
+static KEPT_DEV_NULL: KeptFile = std::sync::Mutex::new(None);
+
+/// Calls `f` with the library's kept descriptor of `path`, opening it the
+/// first time. Opening a file costs more than the read or the spawn it
+/// serves, so the library keeps a few open: one each per process, so that
+/// the host's descriptor count does not depend on which threads did what.
+///
+/// Each is checked (device and inode) before use, because a host may close
 /// descriptors it does not know about (a daemon closing everything after a
-/// fork) and its number then belong to another file; such a number is
-/// forgotten, not closed.
-fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
+/// fork) and the number then belongs to another file; such a number is
+/// forgotten, never closed, so a number handed out stays the host's
+/// business: `f` runs without the lock held.
+fn with_kept_file<R>(
+    slot: &KeptFile,
+    path: &str,
+    f: impl FnOnce(RawFd) -> io::Result<R>,
+) -> io::Result<R> {
     fn identity(fd: &OwnedFd) -> Option<(u64, u64)> {
         // SAFETY: a zeroed stat is a valid value for fstat to fill, and the
         // descriptor is open.
@@ -847,8 +920,8 @@ fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
         };
         (r == 0).then_some((st.st_dev, st.st_ino))
     }
-    KEPT_PROC_STAT.with(|k| {
-        let mut kept = k.try_borrow_mut().map_err(|_| io::ErrorKind::WouldBlock)?;
+    let fd = {
+        let mut kept = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((fd, dev, ino)) = kept.as_ref() {
             if identity(fd) != Some((*dev, *ino)) {
                 if let Some((fd, ..)) = kept.take() {
@@ -857,18 +930,32 @@ fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
             }
         }
         if kept.is_none() {
-            let fd = OwnedFd::from(File::open("/proc/stat")?);
+            let fd = OwnedFd::from(File::open(path)?);
             let (dev, ino) = identity(&fd).ok_or_else(io::Error::last_os_error)?;
             *kept = Some((fd, dev, ino));
         }
-        let Some((fd, ..)) = kept.as_ref() else {
-            return Err(io::ErrorKind::NotFound.into());
-        };
+        match kept.as_ref() {
+            Some((fd, ..)) => fd.as_raw_fd(),
+            None => return Err(io::ErrorKind::NotFound.into()),
+        }
+    };
+    f(fd)
+}
+
+/// Calls `f` with a descriptor of /dev/null (the children's stdin).
+fn with_dev_null<R>(f: impl FnOnce(RawFd) -> io::Result<R>) -> io::Result<R> {
+    with_kept_file(&KEPT_DEV_NULL, "/dev/null", f)
+}
+
+/// Reads /proc/stat through a kept descriptor: opening it cost a third of
+/// a sweep that has nothing to look at.
+fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
+    with_kept_file(&KEPT_PROC_STAT, "/proc/stat", |fd| {
         read_record(buf, |b, offset| {
             // SAFETY: reads into `b`, a live slice, at most its length.
             let r = unsafe {
                 libc::pread(
-                    fd.as_raw_fd(),
+                    fd,
                     b.as_mut_ptr() as *mut libc::c_void,
                     b.len(),
                     offset as libc::off_t,
@@ -1585,6 +1672,143 @@ pub(crate) fn new_tag_name() -> String {
 mod tests {
     use super::*;
 
+    fn kept_fd(slot: &KeptFile) -> Option<RawFd> {
+        slot.lock().unwrap().as_ref().map(|(fd, ..)| fd.as_raw_fd())
+    }
+
+    fn spawn_plain(command: &str, env: &[(OsString, OsString)]) -> Child {
+        spawn(&SpawnSpec {
+            command,
+            working_dir: None,
+            env,
+            tag: "DEVRIG_SPAWN_TEST=1",
+        })
+        .unwrap()
+    }
+
+    /// Waits for `child` to exit, then returns all it wrote to stdout and
+    /// to stderr.
+    fn output_of(child: Child) -> (Vec<u8>, Vec<u8>) {
+        let mut pfd = libc::pollfd {
+            fd: child.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; -1 waits until the pidfd is readable.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, -1) }, 1);
+        reap(&child.pidfd, child.pid).unwrap();
+        let drain = |fd: &OwnedFd| {
+            let (mut all, mut buf) = (Vec::new(), [0u8; 4096]);
+            loop {
+                match read_fd(fd, &mut buf) {
+                    Ok(0) => return all,
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                    // A process forked by another test may hold the write
+                    // end for a moment (until its exec closes it).
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let mut pfd = libc::pollfd {
+                            fd: fd.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd.
+                        let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+                        assert_eq!(r, 1, "the pipe never reached its end");
+                    }
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        };
+        (drain(&child.stdout), drain(&child.stderr))
+    }
+
+    #[test]
+    fn the_child_gets_the_host_environment_with_the_overlay_and_the_tag() {
+        let overlay = [
+            (
+                OsString::from("PATH"),
+                OsString::from("/usr/bin:/bin:/devrig-test"),
+            ),
+            (OsString::from("DEVRIG_TEST_NEW"), OsString::from("a b=c")),
+        ];
+        let mut want: Vec<Vec<u8>> = std::env::vars_os()
+            .filter(|(k, _)| k != "PATH")
+            .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+            .collect();
+        want.push(b"PATH=/usr/bin:/bin:/devrig-test".to_vec());
+        want.push(b"DEVRIG_TEST_NEW=a b=c".to_vec());
+        want.push(b"DEVRIG_SPAWN_TEST=1".to_vec());
+        // What execve was given is in the shell's /proc/PID/environ, once
+        // the shell runs (posix_spawn returns before exec has put it in
+        // place); the shell stays until its group is killed.
+        let child = spawn_plain("echo ready; while :; do sleep 1; done", &overlay);
+        let mut pfd = libc::pollfd {
+            fd: child.stdout.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
+        let given = std::fs::read(format!("/proc/{}/environ", child.pid)).unwrap();
+        kill_group(child.pid, libc::SIGKILL);
+        let got: Vec<Vec<u8>> = given
+            .split(|&b| b == 0)
+            .filter(|e| !e.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(
+            got.iter()
+                .map(|e| String::from_utf8_lossy(e))
+                .collect::<Vec<_>>(),
+            want.iter()
+                .map(|e| String::from_utf8_lossy(e))
+                .collect::<Vec<_>>()
+        );
+        output_of(child);
+    }
+
+    #[test]
+    fn kept_file_actions_follow_the_descriptor_numbers() {
+        let first = spawn_plain("echo out1; echo err1 >&2", &[]);
+        let fds_first = KEPT_ACTIONS.with(|k| k.borrow().as_ref().map(|fa| fa.fds));
+        // An extra descriptor held open moves the next pipes' numbers.
+        let (hold_r, hold_w) = pipe_cloexec().unwrap();
+        let second = spawn_plain("echo out2; echo err2 >&2", &[]);
+        let fds_second = KEPT_ACTIONS.with(|k| k.borrow().as_ref().map(|fa| fa.fds));
+        assert_ne!(fds_first, fds_second);
+        assert_eq!(output_of(first), (b"out1\n".to_vec(), b"err1\n".to_vec()));
+        assert_eq!(output_of(second), (b"out2\n".to_vec(), b"err2\n".to_vec()));
+        drop((hold_r, hold_w));
+        // Same numbers as a moment ago: the kept actions are reused.
+        let third = spawn_plain("echo out3; echo err3 >&2", &[]);
+        assert_eq!(output_of(third), (b"out3\n".to_vec(), b"err3\n".to_vec()));
+    }
+
+    #[test]
+    fn a_kept_dev_null_descriptor_reused_by_the_host_is_left_alone() {
+        let child = spawn_plain("cat", &[]);
+        assert_eq!(output_of(child), (Vec::new(), Vec::new()));
+        let kept = kept_fd(&KEPT_DEV_NULL);
+        let kept = kept.unwrap();
+        // The host closes it and the number goes to a file of its own.
+        let path = std::env::temp_dir().join(format!("devrig-kept-{}", std::process::id()));
+        std::fs::write(&path, b"the host's data\n").unwrap();
+        let file = File::open(&path).unwrap();
+        // SAFETY: dup2 onto a number the library's cache owns; the test
+        // takes that number over from here on.
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), kept) }, kept);
+        // The child's stdin is /dev/null still, not the host's file.
+        let child = spawn_plain("cat", &[]);
+        assert_eq!(output_of(child), (Vec::new(), Vec::new()));
+        assert_eq!(
+            std::fs::read_link(format!("/proc/self/fd/{kept}")).unwrap(),
+            path
+        );
+        // SAFETY: the number is the test's now (the cache forgot it).
+        unsafe { libc::close(kept) };
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn stat_parsing_survives_odd_command_names() {
         let line = b"1234 (we (ird) na me) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10 0 0";
@@ -1679,11 +1903,11 @@ mod tests {
     #[test]
     fn a_kept_proc_stat_descriptor_reused_by_the_host_is_left_alone() {
         let first = forks_since_boot().unwrap();
-        let kept = KEPT_PROC_STAT.with(|k| k.borrow().as_ref().map(|(fd, ..)| fd.as_raw_fd()));
+        let kept = kept_fd(&KEPT_PROC_STAT);
         let kept = kept.unwrap();
         // The host closes it and the number goes to another file.
         let null = File::open("/dev/null").unwrap();
-        // SAFETY: dup2 onto a number this thread's cache owns; the test
+        // SAFETY: dup2 onto a number the library's cache owns; the test
         // takes that number over from here on.
         assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), kept) }, kept);
         assert!(
@@ -1698,7 +1922,7 @@ mod tests {
         );
         // SAFETY: the number is the test's now (the cache forgot it).
         unsafe { libc::close(kept) };
-        let again = KEPT_PROC_STAT.with(|k| k.borrow().as_ref().map(|(fd, ..)| fd.as_raw_fd()));
+        let again = kept_fd(&KEPT_PROC_STAT);
         assert!(again.is_some());
     }
 
