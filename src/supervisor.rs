@@ -1267,8 +1267,8 @@ impl Run {
     /// one timer per deadline in every run's state (900 bytes per service),
     /// where polling the descriptors in place needs none and one timer
     /// serves the earliest deadline. A stop request and due timers come
-    /// first, then the streams, starting with a different one each time so
-    /// that a chatty stdout cannot starve stderr.
+    /// first, then the child's exit, then the streams, starting with a
+    /// different one each time so that a chatty stdout cannot starve stderr.
     async fn next_wake(
         cancel: &CancelToken,
         io: &mut ChildIo,
@@ -1309,6 +1309,12 @@ impl Run {
                 }
                 return Poll::Ready(Wake::Idle);
             }
+            // The exit before the streams: a pipe that never runs dry (a
+            // stranger that inherited it and writes for good) must not hide
+            // it. Its lines are not overtaken: they are read before EXITED.
+            if io.exit.is_none() && io.pidfd.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Exited);
+            }
             for k in 0..2 {
                 let i = (io.turn as usize + k) % 2;
                 let s = &io.streams[i];
@@ -1316,9 +1322,6 @@ impl Run {
                 if !s.eof && s.fd.poll_read_ready(cx).is_ready() {
                     return Poll::Ready(Wake::Data(i));
                 }
-            }
-            if io.exit.is_none() && io.pidfd.poll_read_ready(cx).is_ready() {
-                return Poll::Ready(Wake::Exited);
             }
             Poll::Pending
         })
