@@ -163,7 +163,17 @@ impl Inner {
         let rt = runtime::get();
         let inner = self.clone();
         let reg = rt.register(inner.cancel.clone());
-        let run = Box::new(Run::new(setup, inner.clone()));
+        let mut run = Box::new(Run::new(setup, inner.clone()));
+        // The first spawn happens here, on the caller's thread, which waits
+        // for its result anyway: handing it to a worker and back cost two
+        // thread switches per start, and several host threads can now start
+        // services side by side. From a callback (a library thread) the run
+        // spawns it, as it does every later child.
+        let from_library = runtime::on_library_thread();
+        if !from_library && !inner.cancel.is_requested() {
+            run.first_spawn = Some(Box::new(run.spawn_child()));
+        }
+        let spawned = matches!(&run.first_spawn, Some(s) if s.child.is_ok());
         // One task per run, which also publishes the outcome: a panic inside
         // the driver (a bug, or a callback's panic payload that panics when
         // dropped) ends the run instead of leaving its waiters blocked.
@@ -195,12 +205,20 @@ impl Inner {
             *lock(&inner.status) = Status::Done(result);
             inner.changed.notify_all();
         });
-        if runtime::on_library_thread() {
+        if from_library {
             // Blocking a worker on another task could starve the runtime;
             // a spawn failure is then reported by wait() and the outcome.
             return Ok(());
         }
         let mut st = lock(&self.status);
+        if spawned {
+            // Unless the run has ended already (a child that exited at once).
+            if matches!(*st, Status::Starting) {
+                *st = Status::Running;
+                self.changed.notify_all();
+            }
+            return Ok(());
+        }
         while matches!(*st, Status::Starting) {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -528,6 +546,15 @@ struct Run {
     record: Record,
     /// STOPPING was emitted for the current child.
     stopping_emitted: bool,
+    /// The first spawn, when `start` did it on the caller's thread.
+    first_spawn: Option<Box<Spawned>>,
+}
+
+/// One spawn attempt: the child's tag, when it was made, what came of it.
+struct Spawned {
+    tag: String,
+    at: Instant,
+    child: std::io::Result<process::Child>,
 }
 
 /// The child being supervised and its pipes.
@@ -648,6 +675,7 @@ impl Run {
             callback_panic: None,
             state_error_reported: false,
             stopping_emitted: false,
+            first_spawn: None,
             record,
         }
     }
@@ -733,28 +761,18 @@ impl Run {
         let mut first = true;
         let mut last_spawn_error: Option<String>;
         loop {
-            if self.cancel_requested() {
-                self.set_status_running();
-                self.emit(self.event(EventKind::Stopping));
-                return self.finish_cancelled();
-            }
-            let tag = process::new_tag_name();
-            if self.state.is_some() {
-                // Record the new tag before spawning: a host killed between
-                // the spawn and the child's first record still leaves
-                // reap_orphans the tag to find the child and its descendants.
-                self.record.pid = 0;
-                self.record.tag = tag.clone();
-                self.write_state(Phase::Starting);
-            }
-            let spawned_at = Instant::now();
-            let spawned = process::spawn(&process::SpawnSpec {
-                command: &self.cfg.command,
-                working_dir: self.cfg.working_dir.as_deref(),
-                env: &self.cfg.env,
-                tag: &format!("{tag}=1"),
-            });
-            let end = match spawned {
+            let Spawned { tag, at, child } = match self.first_spawn.take() {
+                Some(done) => *done,
+                None => {
+                    if self.cancel_requested() {
+                        self.set_status_running();
+                        self.emit(self.event(EventKind::Stopping));
+                        return self.finish_cancelled();
+                    }
+                    self.spawn_child()
+                }
+            };
+            let end = match child {
                 Err(e) => {
                     let msg = self.spawn_error(&e);
                     let mut ev = self.event(EventKind::SpawnFailed);
@@ -779,7 +797,7 @@ impl Run {
                     first = false;
                     last_spawn_error = None;
                     self.set_status_running();
-                    let end = self.supervise(child, tag, spawned_at).await;
+                    let end = self.supervise(child, tag, at).await;
                     if end.cancelled {
                         return self.finish_cancelled();
                     }
@@ -854,6 +872,28 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// Spawns the next child. Plain synchronous code, so that `start` can
+    /// make the first spawn on the caller's thread.
+    fn spawn_child(&mut self) -> Spawned {
+        let tag = process::new_tag_name();
+        if self.state.is_some() {
+            // Record the new tag before spawning: a host killed between
+            // the spawn and the child's first record still leaves
+            // reap_orphans the tag to find the child and its descendants.
+            self.record.pid = 0;
+            self.record.tag = tag.clone();
+            self.write_state(Phase::Starting);
+        }
+        let at = Instant::now();
+        let child = process::spawn(&process::SpawnSpec {
+            command: &self.cfg.command,
+            working_dir: self.cfg.working_dir.as_deref(),
+            env: &self.cfg.env,
+            tag: &format!("{tag}=1"),
+        });
+        Spawned { tag, at, child }
     }
 
     fn spawn_error(&self, e: &std::io::Error) -> String {
