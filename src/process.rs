@@ -815,6 +815,9 @@ pub(crate) struct SpawnMark {
     /// needed (most runs never need it: a sweep with nothing to look at, no
     /// state directory). Readable until the child is reaped.
     start_ticks: Option<u64>,
+    /// Set when someone else reaped the child (a host calling waitpid(-1)):
+    /// its pid is no longer held, so the allocator may hand it out again.
+    pub pid_lost: bool,
 }
 
 impl SpawnMark {
@@ -827,6 +830,7 @@ impl SpawnMark {
             seq_after,
             clean_sweep_forks: 0,
             start_ticks: None,
+            pid_lost: false,
         }
     }
 
@@ -1000,6 +1004,14 @@ fn pid_max() -> i64 {
 ///
 /// Also returns the `processes` count it read first (0 if unknown).
 fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64) {
+    // The child's pid is held until we reap it (sweeps come first), so the
+    // allocator cannot come back to it: if it is still the last pid handed
+    // out, no process was created since. /proc/loadavg, which says so,
+    // costs a fraction of /proc/stat, and on a quiet machine this is the
+    // answer of most sweeps.
+    if nothing_created_since(mark, last_allocated_pid()) {
+        return (Some(Vec::new()), 0);
+    }
     if mark.forks == 0 {
         return (None, 0);
     }
@@ -1007,6 +1019,10 @@ fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64) {
         return (None, 0);
     };
     (pids_created_between(mark, forks), forks)
+}
+
+fn nothing_created_since(mark: &SpawnMark, last_pid: Option<i32>) -> bool {
+    !mark.pid_lost && last_pid == Some(mark.pid)
 }
 
 fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
@@ -1878,6 +1894,18 @@ mod tests {
         let mut clean = mark;
         clean.clean_sweep_forks = 1500;
         assert_eq!(pids_created_between(&clean, 1500), Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_child_whose_pid_is_still_the_last_one_handed_out_means_no_new_process() {
+        let mut mark = SpawnMark::new(500, Some(1000), 1);
+        assert!(nothing_created_since(&mark, Some(500)));
+        assert!(!nothing_created_since(&mark, Some(501)));
+        assert!(!nothing_created_since(&mark, Some(499)));
+        assert!(!nothing_created_since(&mark, None));
+        // Reaped by someone else, the pid can come round again.
+        mark.pid_lost = true;
+        assert!(!nothing_created_since(&mark, Some(500)));
     }
 
     #[test]

@@ -1241,7 +1241,10 @@ impl Run {
             Ok(None) => {}
             // Someone else reaped our child (a host calling waitpid(-1)):
             // the status is lost, but the child is gone.
-            Err(_) => io.exit = Some(WaitStatus::Signaled(0)),
+            Err(_) => {
+                io.exit = Some(WaitStatus::Signaled(0));
+                io.mark.pid_lost = true;
+            }
         }
     }
 
