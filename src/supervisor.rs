@@ -41,6 +41,29 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 pub const MAX_LINE_BYTES_LIMIT: usize = 1 << 30;
 const READ_CHUNK: usize = 64 * 1024;
 
+thread_local! {
+    /// The read buffer of every run this thread drives. A read's bytes are
+    /// split into the batch before the next read begins, so one buffer per
+    /// thread is enough; one per run kept 64 KiB for each service that ever
+    /// wrote a line, and allocating it cost a stopping service's first drain
+    /// a page-fault storm.
+    static READ_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// This thread's read buffer, lent out until `return_read_buf` (a new one
+/// if it is out already).
+fn lend_read_buf() -> Vec<u8> {
+    let mut buf = READ_BUF.take();
+    if buf.is_empty() {
+        buf.resize(READ_CHUNK, 0);
+    }
+    buf
+}
+
+fn return_read_buf(buf: Vec<u8>) {
+    READ_BUF.set(buf);
+}
+
 /// What to supervise and how.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -539,7 +562,6 @@ struct Run {
     jitter: Jitter,
     epoch: Instant,
     last: Option<ExitStatus>,
-    buf: Vec<u8>,
     batch: Batch,
     callback_panic: Option<String>,
     state_error_reported: bool,
@@ -661,7 +683,6 @@ impl Run {
         };
         Run {
             batch: Batch::new(),
-            buf: Vec::new(),
             cfg: setup.config,
             on_log: setup.on_log,
             on_event: setup.on_event,
@@ -1373,20 +1394,18 @@ impl Run {
 
     /// Reads one chunk from stream `i`, splits it and delivers the lines.
     async fn read(&mut self, io: &mut ChildIo, i: usize) {
-        if self.buf.is_empty() {
-            self.buf = vec![0; READ_CHUNK];
-        }
         let s = &mut io.streams[i];
         let Ok(mut guard) = s.fd.readable().await else {
             s.eof = true;
             return;
         };
-        let buf = &mut self.buf;
-        let res = guard.try_io(|fd| process::read_fd(fd.get_ref(), buf));
+        let mut buf = lend_read_buf();
+        let res = guard.try_io(|fd| process::read_fd(fd.get_ref(), &mut buf));
         drop(guard);
         if let Ok(res) = res {
-            self.took(io, i, res);
+            self.took(io, i, res, &buf);
         }
+        return_read_buf(buf);
     }
 
     /// Reads what the pipes hold right now, asking the kernel instead of
@@ -1396,25 +1415,30 @@ impl Run {
     /// round trip through the reactor. A bounded number of reads: a
     /// stranger that holds a pipe and keeps writing is left to the wait.
     fn drain_now(&mut self, io: &mut ChildIo) {
-        if self.buf.is_empty() {
-            self.buf = vec![0; READ_CHUNK];
-        }
+        let mut buf = lend_read_buf();
         for i in 0..2 {
             for _ in 0..16 {
                 if io.streams[i].eof {
                     break;
                 }
-                let res = process::read_fd(io.streams[i].fd.get_ref(), &mut self.buf);
-                if !self.took(io, i, res) {
+                let res = process::read_fd(io.streams[i].fd.get_ref(), &mut buf);
+                if !self.took(io, i, res, &buf) {
                     break;
                 }
             }
         }
+        return_read_buf(buf);
     }
 
     /// Hands the result of one read of stream `i` on; false when the pipe
     /// had nothing (would block).
-    fn took(&mut self, io: &mut ChildIo, i: usize, res: std::io::Result<usize>) -> bool {
+    fn took(
+        &mut self,
+        io: &mut ChildIo,
+        i: usize,
+        res: std::io::Result<usize>,
+        buf: &[u8],
+    ) -> bool {
         let s = &mut io.streams[i];
         match res {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
@@ -1430,9 +1454,8 @@ impl Run {
                 let ts = now_ms();
                 let (stream, pid) = (s.stream, io.pid as u32);
                 let batch = &mut self.batch;
-                s.asm.push(&self.buf[..n], &mut |text| {
-                    batch.push(text, stream, pid, ts)
-                });
+                s.asm
+                    .push(&buf[..n], &mut |text| batch.push(text, stream, pid, ts));
                 self.deliver();
                 true
             }
