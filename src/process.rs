@@ -1066,7 +1066,12 @@ fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
         }
         Some(v)
     } else {
-        Some(all_pids().into_iter().filter(|&p| in_range(p)).collect())
+        Some(
+            listed_pids(forks, last)
+                .into_iter()
+                .filter(|&p| in_range(p))
+                .collect(),
+        )
     }
 }
 
@@ -1115,8 +1120,24 @@ pub(crate) fn find_leftovers(
     };
     let mut found = Vec::new();
     let mut lineage = Lineage::new(me, since_ticks);
+    let mut shared = if candidates.is_empty() {
+        None
+    } else {
+        shared_facts(forks)
+    };
     for pid in candidates {
+        let known = shared
+            .as_ref()
+            .and_then(|g| g.as_ref()?.of.get(&pid).copied());
+        if let Some((ppid, pgrp)) = known {
+            if pgrp != pgid && !lineage.may_descend(ppid) {
+                continue;
+            }
+        }
         let Some(s) = read_stat(pid) else { continue };
+        if let Some(f) = shared.as_mut().and_then(|g| g.as_mut()) {
+            f.of.insert(pid, (s.ppid, s.pgrp));
+        }
         let t = Target {
             pid,
             start_ticks: s.start_ticks,
@@ -1148,14 +1169,17 @@ pub(crate) fn find_leftovers(
 /// at `since` ticks, before its environment is read (the costly part of a
 /// sweep on a busy machine). A descendant's parent is another descendant
 /// (started at or after the spawn) or, once orphaned, whoever adopted it:
-/// init, the host, or a subreaper among the host's ancestors. A parent that
-/// started before the spawn and is none of these rules the process out:
-/// say, a build tool that started new compilers since.
+/// init, the host, or a subreaper among the host's ancestors. So the line
+/// of parents is followed up to the first adopter (may descend) or the
+/// first process that started before the spawn and is none of these (does
+/// not): say, a build tool that started new compilers since, or another
+/// program that started its own services after ours.
 struct Lineage {
     me: i32,
     since: u64,
-    /// Parents seen in this sweep: pid and start ticks (None: gone).
-    parents: Vec<(i32, Option<u64>)>,
+    /// Processes judged in this sweep, as parents: may their children
+    /// descend from the spawn?
+    judged: std::collections::HashMap<i32, bool>,
 }
 
 impl Lineage {
@@ -1163,29 +1187,113 @@ impl Lineage {
         Lineage {
             me,
             since,
-            parents: Vec::new(),
+            judged: std::collections::HashMap::new(),
         }
     }
 
     fn may_descend(&mut self, ppid: i32) -> bool {
-        if ppid <= 1 || ppid == self.me {
-            return true;
-        }
-        let start = match self.parents.iter().find(|(p, _)| *p == ppid) {
-            Some((_, st)) => *st,
-            None => {
-                let st = read_stat(ppid).map(|s| s.start_ticks);
-                self.parents.push((ppid, st));
-                st
+        let mut line = Vec::new();
+        let mut p = ppid;
+        let verdict = loop {
+            if p <= 1 || p == self.me {
+                break true;
+            }
+            if let Some(&v) = self.judged.get(&p) {
+                break v;
+            }
+            if line.len() >= 64 {
+                break true;
+            }
+            match read_stat(p) {
+                // Gone: nothing to tell from it.
+                None => break true,
+                Some(st) if st.start_ticks < self.since => break host_line_has(self.me, p),
+                Some(st) => {
+                    line.push(p);
+                    p = st.ppid;
+                }
             }
         };
-        match start {
-            // The parent is gone: nothing to tell from it.
-            None => true,
-            Some(t) if t >= self.since => true,
-            Some(_) => host_line_has(self.me, ppid),
+        for q in line {
+            self.judged.insert(q, verdict);
+        }
+        self.judged.entry(ppid).or_insert(verdict);
+        verdict
+    }
+}
+
+/// The parent and process group of processes that sweeps read lately,
+/// shared by all sweeps. Stopping many services at once, each sweep looks
+/// at the same processes created since its spawn: with another program's
+/// 500 services among them, 500 stops read /proc/PID/stat 250,000 times
+/// (4 s of CPU). A recent reading rules a process out just as well: one
+/// whose parent does not descend from the spawn can never come to, and one
+/// that might is read afresh. Readings are kept for `FACTS_TTL` and only
+/// while the allocator cannot have come round to a pid again.
+struct Facts {
+    taken_at: Instant,
+    forks: u64,
+    of: std::collections::HashMap<i32, (i32, i32)>,
+    /// A listing of /proc and the last pid handed out before it was made.
+    listing: Option<(i32, Vec<i32>)>,
+}
+
+const FACTS_TTL: Duration = Duration::from_millis(50);
+
+static FACTS: std::sync::Mutex<Option<Facts>> = std::sync::Mutex::new(None);
+
+/// Every pid in use, from a listing of /proc that sweeps share like the
+/// readings above (listing /proc took most of a sweep once the readings were
+/// shared), plus the pids handed out since it was made: (its last, `last`].
+/// `last` is the last pid handed out, read before this call.
+fn listed_pids(forks: u64, last: i32) -> Vec<i32> {
+    let Some(mut g) = shared_facts(forks) else {
+        return all_pids();
+    };
+    let Some(f) = g.as_mut() else {
+        return all_pids();
+    };
+    match &f.listing {
+        Some((then, pids)) => {
+            let mut v = pids.clone();
+            let mut p = *then;
+            let max = pid_max();
+            while p != last && v.len() < 1 << 20 {
+                p = if p as i64 >= max - 1 { 1 } else { p + 1 };
+                v.push(p);
+            }
+            v
+        }
+        None => {
+            let v = all_pids();
+            f.listing = Some((last, v.clone()));
+            v
         }
     }
+}
+
+/// The shared readings, emptied first when they are too old to trust at
+/// `forks` (the `processes` count of this sweep; 0 if unknown: no sharing).
+fn shared_facts(forks: u64) -> Option<std::sync::MutexGuard<'static, Option<Facts>>> {
+    if forks == 0 {
+        return None;
+    }
+    let mut g = FACTS.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = g.as_ref().is_some_and(|f| {
+        f.taken_at.elapsed() < FACTS_TTL
+            && forks >= f.forks
+            && ((forks - f.forks) as i64) < pid_max() / 2
+            && f.of.len() < 1 << 16
+    });
+    if !fresh {
+        *g = Some(Facts {
+            taken_at: Instant::now(),
+            forks,
+            of: std::collections::HashMap::new(),
+            listing: None,
+        });
+    }
+    Some(g)
 }
 
 /// The host's ancestors, read once per process. The list can only grow
@@ -1989,6 +2097,72 @@ mod tests {
         groups.iter_mut().for_each(|g| g.1.sort());
         groups.sort();
         (pids, groups)
+    }
+
+    #[test]
+    fn a_line_of_parents_that_leads_to_an_old_stranger_rules_a_process_out() {
+        // root -> subshell -> sleep, in their own group; the subshell starts
+        // 50 ms (5 or more clock ticks) after the root.
+        let mut root = tree("sleep 0.05; (sleep 30 & wait) & wait", 3);
+        let root_pid = root.id() as i32;
+        let me = std::process::id() as i32;
+        let sub = collect_tree(root_pid)
+            .0
+            .iter()
+            .map(|t| t.pid)
+            .find(|&p| p != root_pid && read_stat(p).is_some_and(|s| s.ppid == root_pid))
+            .unwrap();
+        let root_start = read_stat(root_pid).unwrap().start_ticks;
+        assert!(read_stat(sub).unwrap().start_ticks > root_start);
+        // A spawn made when the root started: everything descends from it.
+        let mut l = Lineage::new(me, root_start);
+        assert!(l.may_descend(sub));
+        assert!(l.may_descend(root_pid));
+        // A spawn made after the root started (the root is the host's
+        // child, not an adopter): the subshell and its sleep came from an
+        // older process that does not descend from it, new as they are.
+        let mut l = Lineage::new(me, root_start + 1);
+        assert!(!l.may_descend(sub), "the sleep's line of parents");
+        assert!(!l.may_descend(root_pid));
+        // The host itself and init adopt orphans: never ruled out.
+        assert!(l.may_descend(me));
+        assert!(l.may_descend(1));
+        kill_group(root_pid, libc::SIGKILL);
+        root.wait().unwrap();
+    }
+
+    #[test]
+    fn a_shared_listing_of_proc_also_holds_the_pids_handed_out_since() {
+        let listed_at = || {
+            FACTS
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|f| f.listing.as_ref().map(|l| l.0))
+        };
+        // Other tests' sweeps may renew the listing in between: retry until
+        // the second call used the first one's listing.
+        let used_shared = (0..20).any(|_| {
+            let (forks, last) = (forks_since_boot().unwrap(), last_allocated_pid().unwrap());
+            let first = listed_pids(forks, last);
+            assert!(first.contains(&(std::process::id() as i32)));
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let (forks2, last2) = (forks_since_boot().unwrap(), last_allocated_pid().unwrap());
+            let second = listed_pids(forks2, last2);
+            let shared = listed_at() == Some(last);
+            assert!(
+                second.contains(&(child.id() as i32)),
+                "{} missing from the listing",
+                child.id()
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+            shared
+        });
+        assert!(used_shared);
     }
 
     #[test]
