@@ -141,17 +141,43 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     }
 }
 
+/// Where finished entries go. The entry pushed last may still grow by a
+/// continuation line, or be taken back, until the next push.
+pub trait EntrySink {
+    fn push(&mut self, text: &[u8]);
+    /// Appends `\n` and `text` to the last entry pushed.
+    fn extend_last(&mut self, text: &[u8]);
+    /// Removes the last entry pushed, moving its text into `into`.
+    fn take_last(&mut self, into: &mut Vec<u8>);
+}
+
+/// Where the entry that may still grow is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    None,
+    /// In `pending`: it began in an earlier chunk.
+    Pending,
+    /// The sink's last entry: it began in this chunk.
+    InSink,
+}
+
 /// Joins lines that begin with a space or a tab onto the entry before them
 /// (stack traces). An entry is complete when the next non-indented line
 /// arrives or on `flush`. Entries never exceed `max` bytes: a continuation
 /// that would not fit starts a new entry. Pieces of overlong lines are passed
 /// through on their own.
+///
+/// An entry is written into the sink once, when its first line arrives, and
+/// grown there: only one still open when a chunk ends is moved aside (into
+/// `pending`) while the sink's entries are delivered. Holding every entry
+/// in `pending` until the next line arrived copied each line twice.
 #[derive(Debug)]
 pub struct Grouper {
     enabled: bool,
     max: usize,
     pending: Vec<u8>,
-    has_pending: bool,
+    open: Open,
+    open_len: usize,
     in_cut: bool,
 }
 
@@ -161,43 +187,60 @@ impl Grouper {
             enabled,
             max,
             pending: Vec::new(),
-            has_pending: false,
+            open: Open::None,
+            open_len: 0,
             in_cut: false,
         }
     }
 
     pub fn has_pending(&self) -> bool {
-        self.has_pending
+        self.open != Open::None
     }
 
-    pub fn piece(&mut self, bytes: &[u8], kind: PieceKind, out: &mut impl FnMut(&[u8])) {
+    pub fn piece(&mut self, bytes: &[u8], kind: PieceKind, out: &mut impl EntrySink) {
         if !self.enabled {
-            out(bytes);
+            out.push(bytes);
             return;
         }
         if kind == PieceKind::Cut || self.in_cut {
             self.flush(out);
             self.in_cut = kind == PieceKind::Cut;
-            out(bytes);
+            out.push(bytes);
             return;
         }
         let indented = matches!(bytes.first(), Some(b' ' | b'\t'));
-        if indented && self.has_pending && self.pending.len() + 1 + bytes.len() <= self.max {
-            self.pending.push(b'\n');
-            self.pending.extend_from_slice(bytes);
+        if indented && self.open != Open::None && self.open_len + 1 + bytes.len() <= self.max {
+            if self.open == Open::Pending {
+                self.pending.push(b'\n');
+                self.pending.extend_from_slice(bytes);
+            } else {
+                out.extend_last(bytes);
+            }
+            self.open_len += 1 + bytes.len();
             return;
         }
         self.flush(out);
-        self.pending.extend_from_slice(bytes);
-        self.has_pending = true;
+        out.push(bytes);
+        self.open = Open::InSink;
+        self.open_len = bytes.len();
     }
 
-    pub fn flush(&mut self, out: &mut impl FnMut(&[u8])) {
-        if self.has_pending {
-            out(&self.pending);
-            self.pending.clear();
-            self.has_pending = false;
+    /// The sink is about to be delivered: an entry that may still grow is
+    /// taken back until the next chunk or `flush`.
+    pub fn end_chunk(&mut self, out: &mut impl EntrySink) {
+        if self.open == Open::InSink {
+            out.take_last(&mut self.pending);
+            self.open = Open::Pending;
         }
+    }
+
+    /// Completes the open entry.
+    pub fn flush(&mut self, out: &mut impl EntrySink) {
+        if self.open == Open::Pending {
+            out.push(&self.pending);
+            self.pending.clear();
+        }
+        self.open = Open::None;
     }
 }
 
@@ -216,15 +259,17 @@ impl LineAssembler {
         }
     }
 
-    /// Feeds bytes; every finished entry is passed to `out`.
-    pub fn push(&mut self, chunk: &[u8], out: &mut impl FnMut(&[u8])) {
+    /// Feeds bytes; every finished entry is pushed to `out`, which may be
+    /// delivered once this returns.
+    pub fn push(&mut self, chunk: &[u8], out: &mut impl EntrySink) {
         let grouper = &mut self.grouper;
         self.splitter
             .push(chunk, &mut |piece, kind| grouper.piece(piece, kind, out));
+        self.grouper.end_chunk(out);
     }
 
     /// Delivers everything held (end of stream or idle timer).
-    pub fn flush(&mut self, out: &mut impl FnMut(&[u8])) {
+    pub fn flush(&mut self, out: &mut impl EntrySink) {
         let grouper = &mut self.grouper;
         self.splitter
             .flush(&mut |piece, kind| grouper.piece(piece, kind, out));
@@ -366,6 +411,38 @@ impl Batch {
         });
     }
 
+    /// Appends `\n` and `text` to the last entry (its level, which comes
+    /// from the first line, stands).
+    pub fn extend_last(&mut self, text: &[u8]) {
+        let Some(e) = self.entries.last_mut() else {
+            return;
+        };
+        self.arena.pop();
+        self.arena.push(b'\n');
+        self.arena.extend_from_slice(text);
+        self.arena.push(0);
+        e.len += 1 + text.len();
+    }
+
+    /// Removes the last entry, moving its text into `into`.
+    pub fn take_last(&mut self, into: &mut Vec<u8>) {
+        if let Some(e) = self.entries.pop() {
+            into.clear();
+            into.extend_from_slice(&self.arena[e.offset..e.offset + e.len]);
+            self.arena.truncate(e.offset);
+        }
+    }
+
+    /// The batch as the sink of one stream's entries.
+    pub fn sink(&mut self, stream: Stream, pid: u32, timestamp_ms: i64) -> BatchSink<'_> {
+        BatchSink {
+            batch: self,
+            stream,
+            pid,
+            timestamp_ms,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -393,6 +470,49 @@ impl Batch {
     }
 }
 
+/// A `Batch` taking the entries of one stream, read at one time.
+pub struct BatchSink<'a> {
+    batch: &'a mut Batch,
+    stream: Stream,
+    pid: u32,
+    timestamp_ms: i64,
+}
+
+impl EntrySink for BatchSink<'_> {
+    fn push(&mut self, text: &[u8]) {
+        self.batch
+            .push(text, self.stream, self.pid, self.timestamp_ms);
+    }
+
+    fn extend_last(&mut self, text: &[u8]) {
+        self.batch.extend_last(text);
+    }
+
+    fn take_last(&mut self, into: &mut Vec<u8>) {
+        self.batch.take_last(into);
+    }
+}
+
+/// Entries collected one `Vec` each (tests, tools).
+impl EntrySink for Vec<Vec<u8>> {
+    fn push(&mut self, text: &[u8]) {
+        Vec::push(self, text.to_vec());
+    }
+
+    fn extend_last(&mut self, text: &[u8]) {
+        if let Some(last) = self.last_mut() {
+            last.push(b'\n');
+            last.extend_from_slice(text);
+        }
+    }
+
+    fn take_last(&mut self, into: &mut Vec<u8>) {
+        if let Some(last) = self.pop() {
+            *into = last;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,15 +536,24 @@ mod tests {
             .collect()
     }
 
+    /// Entries as a consumer sees them: delivered after each chunk (the
+    /// sink emptied), then after the flush.
     fn group(multiline: bool, max: usize, chunks: &[&[u8]]) -> Vec<String> {
         let mut a = LineAssembler::new(multiline, max);
         let mut out = vec![];
+        let mut sink: Vec<Vec<u8>> = vec![];
         for c in chunks {
-            a.push(c, &mut |b| {
-                out.push(String::from_utf8_lossy(b).into_owned())
-            });
+            a.push(c, &mut sink);
+            out.extend(
+                sink.drain(..)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            );
         }
-        a.flush(&mut |b| out.push(String::from_utf8_lossy(b).into_owned()));
+        a.flush(&mut sink);
+        out.extend(
+            sink.drain(..)
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        );
         out
     }
 
@@ -664,5 +793,39 @@ mod tests {
         assert_eq!(e[1].stream, Stream::Stderr);
         b.clear();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn entries_grow_in_the_batch_and_one_still_open_waits_for_the_next_chunk() {
+        let mut a = LineAssembler::new(true, 100);
+        let mut b = Batch::new();
+        let texts = |b: &Batch| -> Vec<(Vec<u8>, Level)> {
+            b.entries()
+                .iter()
+                .map(|e| (b.text_with_nul(e).to_vec(), e.level))
+                .collect()
+        };
+        a.push(
+            b"INFO a\n b\nERROR c\n d\n",
+            &mut b.sink(Stream::Stdout, 1, 10),
+        );
+        // "ERROR c" may still grow: taken back until the next chunk.
+        assert_eq!(texts(&b), [(b"INFO a\n b\0".to_vec(), Level::Info)]);
+        assert!(a.holds_data());
+        a.push(b" e\nf\n", &mut b.sink(Stream::Stdout, 1, 20));
+        assert_eq!(
+            texts(&b),
+            [
+                (b"INFO a\n b\0".to_vec(), Level::Info),
+                (b"ERROR c\n d\n e\0".to_vec(), Level::Error)
+            ]
+        );
+        a.flush(&mut b.sink(Stream::Stdout, 1, 30));
+        assert_eq!(texts(&b)[2], (b"f\0".to_vec(), Level::Unknown));
+        assert!(!a.holds_data());
+        // The arena holds exactly the three entries, back to back.
+        let e = b.entries().to_vec();
+        assert_eq!(e[1].offset, e[0].offset + e[0].len + 1);
+        assert_eq!(e[2].offset, e[1].offset + e[1].len + 1);
     }
 }

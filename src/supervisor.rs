@@ -1453,9 +1453,7 @@ impl Run {
                 s.last_data = Instant::now();
                 let ts = now_ms();
                 let (stream, pid) = (s.stream, io.pid as u32);
-                let batch = &mut self.batch;
-                s.asm
-                    .push(&buf[..n], &mut |text| batch.push(text, stream, pid, ts));
+                s.asm.push(&buf[..n], &mut self.batch.sink(stream, pid, ts));
                 self.deliver();
                 true
             }
@@ -1466,8 +1464,7 @@ impl Run {
         let s = &mut io.streams[i];
         let ts = now_ms();
         let (stream, pid) = (s.stream, io.pid as u32);
-        let batch = &mut self.batch;
-        s.asm.flush(&mut |text| batch.push(text, stream, pid, ts));
+        s.asm.flush(&mut self.batch.sink(stream, pid, ts));
     }
 
     fn flush_idle(&mut self, io: &mut ChildIo) {

@@ -10,7 +10,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use devrig::logs::{LineAssembler, LineSplitter, PieceKind};
+use devrig::logs::{EntrySink, LineAssembler, LineSplitter, PieceKind};
 use devrig::policy::{
     decide, Decision, ExitStatus, GiveUp, Jitter, RestartMode, RestartPolicy, RestartState, RunEnd,
 };
@@ -308,13 +308,13 @@ proptest! {
         let mut a = LineAssembler::new(true, max);
         let mut entries: Vec<Vec<u8>> = vec![];
         for (range, idle) in &sched {
-            a.push(&input[range.clone()], &mut |b| entries.push(b.to_vec()));
+            a.push(&input[range.clone()], &mut entries);
             if *idle {
-                a.flush(&mut |b| entries.push(b.to_vec()));
+                a.flush(&mut entries);
                 prop_assert!(!a.holds_data());
             }
         }
-        a.flush(&mut |b| entries.push(b.to_vec()));
+        a.flush(&mut entries);
         prop_assert!(!a.holds_data());
         let mut units: Vec<Vec<u8>> = vec![];
         for e in &entries {
@@ -342,12 +342,12 @@ proptest! {
         let mut a = LineAssembler::new(false, max);
         let mut entries: Vec<Vec<u8>> = vec![];
         for (range, idle) in &sched {
-            a.push(&input[range.clone()], &mut |b| entries.push(b.to_vec()));
+            a.push(&input[range.clone()], &mut entries);
             if *idle {
-                a.flush(&mut |b| entries.push(b.to_vec()));
+                a.flush(&mut entries);
             }
         }
-        a.flush(&mut |b| entries.push(b.to_vec()));
+        a.flush(&mut entries);
         let expected: Vec<Vec<u8>> = pieces.into_iter().map(|(b, _)| b).collect();
         prop_assert_eq!(entries, expected);
     }
@@ -372,7 +372,11 @@ proptest! {
         let mut rng = Jitter::new(seed);
         let mut chunk = vec![0u8; read];
         let mut a = LineAssembler::new(multiline, max);
-        let mut delivered = 0usize;
+        let mut sink = CountingSink {
+            delivered: 0,
+            last: Vec::with_capacity(max + 1),
+            has_last: false,
+        };
         let mut fed = 0usize;
         let mut peak = 0isize;
         let base = live();
@@ -387,13 +391,44 @@ proptest! {
                     b'x'
                 };
             }
-            a.push(&chunk, &mut |b| delivered += b.len());
+            a.push(&chunk, &mut sink);
             peak = peak.max(live() - base);
         }
-        a.flush(&mut |b| delivered += b.len());
+        a.flush(&mut sink);
+        let delivered = sink.delivered + if sink.has_last { sink.last.len() } else { 0 };
         let bound = (2 * (max + 1 + read) + 2 * max + 256) as isize;
         prop_assert!(peak <= bound, "peak {} bytes held, bound {}", peak, bound);
         prop_assert!(delivered > 0);
+    }
+}
+
+/// Counts the bytes of finished entries, keeping only the entry that may
+/// still grow (so that it can be taken back).
+struct CountingSink {
+    delivered: usize,
+    last: Vec<u8>,
+    has_last: bool,
+}
+
+impl EntrySink for CountingSink {
+    fn push(&mut self, text: &[u8]) {
+        if self.has_last {
+            self.delivered += self.last.len();
+        }
+        self.last.clear();
+        self.last.extend_from_slice(text);
+        self.has_last = true;
+    }
+
+    fn extend_last(&mut self, text: &[u8]) {
+        self.last.push(b'\n');
+        self.last.extend_from_slice(text);
+    }
+
+    fn take_last(&mut self, into: &mut Vec<u8>) {
+        std::mem::swap(&mut self.last, into);
+        self.last.clear();
+        self.has_last = false;
     }
 }
 
