@@ -194,7 +194,10 @@ impl Inner {
         // spawns it, as it does every later child.
         let from_library = runtime::on_library_thread();
         if !from_library && !inner.cancel.is_requested() {
-            run.first_spawn = Some(Box::new(run.spawn_child()));
+            run.held_events = Some(Vec::new());
+            let mut first = run.spawn_child();
+            first.held_events = run.held_events.take().unwrap_or_default();
+            run.first_spawn = Some(Box::new(first));
         }
         let spawned = matches!(&run.first_spawn, Some(s) if s.child.is_ok());
         // One task per run, which also publishes the outcome: a panic inside
@@ -570,13 +573,19 @@ struct Run {
     stopping_emitted: bool,
     /// The first spawn, when `start` did it on the caller's thread.
     first_spawn: Option<Box<Spawned>>,
+    /// Set while `start` spawns on the caller's thread: events are kept
+    /// here (a state record that could not be written) and emitted by the
+    /// run, because callbacks run on library threads only.
+    held_events: Option<Vec<Event>>,
 }
 
-/// One spawn attempt: the child's tag, when it was made, what came of it.
+/// One spawn attempt: the child's tag, when it was made, what came of it,
+/// and the events held meanwhile.
 struct Spawned {
     tag: String,
     at: Instant,
     child: std::io::Result<process::Child>,
+    held_events: Vec<Event>,
 }
 
 /// The child being supervised and its pipes.
@@ -697,6 +706,7 @@ impl Run {
             state_error_reported: false,
             stopping_emitted: false,
             first_spawn: None,
+            held_events: None,
             record,
         }
     }
@@ -734,6 +744,10 @@ impl Run {
     }
 
     fn emit(&mut self, ev: Event) {
+        if let Some(held) = self.held_events.as_mut() {
+            held.push(ev);
+            return;
+        }
         if self.inner.detached.load(Ordering::SeqCst) {
             return;
         }
@@ -782,7 +796,7 @@ impl Run {
         let mut first = true;
         let mut last_spawn_error: Option<String>;
         loop {
-            let Spawned { tag, at, child } = match self.first_spawn.take() {
+            let spawned = match self.first_spawn.take() {
                 Some(done) => *done,
                 None => {
                     if self.cancel_requested() {
@@ -793,6 +807,15 @@ impl Run {
                     self.spawn_child()
                 }
             };
+            let Spawned {
+                tag,
+                at,
+                child,
+                held_events,
+            } = spawned;
+            for ev in held_events {
+                self.emit(ev);
+            }
             let end = match child {
                 Err(e) => {
                     let msg = self.spawn_error(&e);
@@ -914,7 +937,12 @@ impl Run {
             env: &self.cfg.env,
             tag: &format!("{tag}=1"),
         });
-        Spawned { tag, at, child }
+        Spawned {
+            tag,
+            at,
+            child,
+            held_events: Vec::new(),
+        }
     }
 
     fn spawn_error(&self, e: &std::io::Error) -> String {

@@ -25,6 +25,16 @@ struct Seen {
     events: Vec<Event>,
     lines: Vec<String>,
     bytes: u64,
+    /// Callbacks that ran on a thread that is not the library's.
+    off_thread: Vec<String>,
+}
+
+/// Callbacks run on library threads (named "devrig"), never the host's.
+fn note_thread(g: &mut Seen, what: &str) {
+    let t = std::thread::current();
+    if t.name() != Some("devrig") {
+        g.off_thread.push(format!("{what} on {:?}", t.name()));
+    }
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -50,12 +60,15 @@ fn supervise_in(
     let seen: Shared = Arc::default();
     let s1 = seen.clone();
     s.on_event(Some(Box::new(move |e: &Event| {
-        s1.lock().unwrap().events.push(e.clone())
+        let mut g = s1.lock().unwrap();
+        note_thread(&mut g, &format!("{:?} event", e.kind));
+        g.events.push(e.clone())
     })))
     .unwrap();
     let s2 = seen.clone();
     s.on_log(Some(Box::new(move |lines: &[LogLine<'_>]| {
         let mut g = s2.lock().unwrap();
+        note_thread(&mut g, "log batch");
         for l in lines {
             g.bytes += l.text().len() as u64;
             if g.lines.len() < 10_000 && l.text().len() < 1024 {
@@ -535,6 +548,10 @@ fn state_dir_unwritable_supervision_goes_on_with_a_warning() {
         fs::read(state.join("services")).unwrap(),
         b"not a directory"
     );
+    // The first record is written by start (it makes the first spawn on
+    // this thread), yet its warning reaches the callback on a library
+    // thread like every other event.
+    assert_eq!(seen.lock().unwrap().off_thread, Vec::<String>::new());
     let _ = fs::remove_dir_all(&dir);
 }
 
