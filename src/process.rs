@@ -898,6 +898,7 @@ fn forks_since_boot() -> Option<u64> {
 type KeptFile = std::sync::Mutex<Option<(OwnedFd, u64, u64)>>;
 
 static KEPT_PROC_STAT: KeptFile = std::sync::Mutex::new(None);
+static KEPT_LOADAVG: KeptFile = std::sync::Mutex::new(None);
 static KEPT_DEV_NULL: KeptFile = std::sync::Mutex::new(None);
 
 /// Calls `f` with the library's kept descriptor of `path`, opening it the
@@ -954,7 +955,13 @@ fn with_dev_null<R>(f: impl FnOnce(RawFd) -> io::Result<R>) -> io::Result<R> {
 /// Reads /proc/stat through a kept descriptor: opening it cost a third of
 /// a sweep that has nothing to look at.
 fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
-    with_kept_file(&KEPT_PROC_STAT, "/proc/stat", |fd| {
+    read_kept(&KEPT_PROC_STAT, "/proc/stat", buf)
+}
+
+/// Reads the whole of a kept /proc file (which renders afresh whenever it
+/// is read from offset 0).
+fn read_kept(slot: &KeptFile, path: &str, buf: &mut [u8]) -> io::Result<usize> {
+    with_kept_file(slot, path, |fd| {
         read_record(buf, |b, offset| {
             // SAFETY: reads into `b`, a live slice, at most its length.
             let r = unsafe {
@@ -979,7 +986,8 @@ fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
 /// costs half as much again to read).
 fn last_allocated_pid() -> Option<i32> {
     let mut buf = [0u8; 128];
-    let n = read_small("/proc/loadavg", &mut buf).ok()?;
+    // Kept open: every sweep starts here.
+    let n = read_kept(&KEPT_LOADAVG, "/proc/loadavg", &mut buf).ok()?;
     let text = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
     let last = text.rsplit(|&b| b == b' ').next()?;
     parse_num(last).map(|v| v as i32)
