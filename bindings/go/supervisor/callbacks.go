@@ -51,7 +51,7 @@ type runState struct {
 	group                atomic.Pointer[stopGroup]
 	groupPrev, groupNext *runState
 	netPrev, netNext     *runState
-	inNet                bool
+	inNet, released      bool
 
 	mu       sync.Mutex
 	panicked bool

@@ -148,11 +148,16 @@ var safetyNet struct {
 	every time.Duration
 }
 
-// addToSafetyNet is called once the run has started.
+// addToSafetyNet is called once the run has started. The run may have
+// ended and been released already (a child that exits at once): it is then
+// not added.
 func addToSafetyNet(rs *runState) {
 	n := &safetyNet
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if rs.released {
+		return
+	}
 	rs.netNext = n.head
 	if n.head != nil {
 		n.head.netPrev = rs
@@ -165,11 +170,13 @@ func addToSafetyNet(rs *runState) {
 	}
 }
 
-// removeFromSafetyNet is called before the run's handle is freed.
+// removeFromSafetyNet is called before the run's handle is freed; the run
+// can no longer be added.
 func removeFromSafetyNet(rs *runState) {
 	n := &safetyNet
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	rs.released = true
 	if !rs.inNet {
 		return
 	}

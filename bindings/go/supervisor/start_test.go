@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,5 +301,40 @@ func TestSafetyNetPoll(t *testing.T) {
 	safetyNet.mu.Unlock()
 	if !idle {
 		t.Fatal("the safety net still holds runs or a timer after every run ended")
+	}
+}
+
+// A run that ends before Start has returned (a child that exits at once)
+// leaves nothing behind: no stop group, no entry in the safety net.
+func TestStartQuickRunsLeaveNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Half of them end before Start goes on after the spawn.
+	testHookStarted = func(rs *runState) {
+		if strings.HasSuffix(rs.name, "0") || strings.HasSuffix(rs.name, "2") {
+			select {
+			case <-rs.done:
+			case <-time.After(10 * time.Second):
+			}
+		}
+	}
+	defer func() { testHookStarted = nil }()
+	for i := range 100 {
+		s := New(fmt.Sprintf("quick-%d", i), "exec true", "", nil, fastPolicy(RestartNever), nil, nil, "")
+		r, err := s.Start(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDone(t, r, 20*time.Second)
+	}
+	time.Sleep(10 * time.Millisecond)
+	safetyNet.mu.Lock()
+	idle := safetyNet.head == nil && safetyNet.timer == nil
+	safetyNet.mu.Unlock()
+	if !idle {
+		t.Fatal("the safety net holds runs that have ended")
+	}
+	if g := stopGroupCount(); g != 0 {
+		t.Fatalf("%d stop groups left", g)
 	}
 }

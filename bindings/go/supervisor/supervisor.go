@@ -285,7 +285,10 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 		rs.repanic()
 		return nil, err
 	}
-	addToSafetyNet(rs)
+	if testHookStarted != nil {
+		testHookStarted(rs)
+	}
+	addToSafetyNet(rs) // unless the run has already ended
 	return &Running{rs: rs}, nil
 }
 
@@ -302,6 +305,10 @@ func (r *Running) Wait() error {
 // Done returns a channel that is closed when the run has ended, as for
 // Wait: every process reaped, Outcome set.
 func (r *Running) Done() <-chan struct{} { return r.rs.done }
+
+// testHookStarted, when set by a test, is called by Start once the run has
+// started.
+var testHookStarted func(*runState)
 
 // startSlots bounds the devrig_start calls in progress. Each blocks its OS
 // thread until the first spawn was attempted (about a millisecond); without
