@@ -274,7 +274,7 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 	}
 	// No OS thread is blocked for the life of the run: devrig_start returns
 	// once the first spawn was attempted; the end of the run is signalled by
-	// the event callback (the terminal event), then collected (finishRun).
+	// the event callback (the terminal event), then collected (ending).
 	if err := startRun(sup, s.Name); err != nil {
 		if e, ok := err.(*Error); ok && e.Code == CodeSpawn {
 			rs.ending() // the run has ended, after its terminal event
