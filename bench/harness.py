@@ -152,7 +152,7 @@ def w3(rep, reps, py_ready):
     rows = [("Go: os/exec, one goroutine per child", [GOBENCH, "w3-exec", n]),
             ("Python: asyncio, pidfd child watcher", [PY, ROWS_PY, "w3-asyncio", n]),
             ("libdevrig C", [BENCH, "w3-devrig", n]),
-            ("libdevrig Go", [GOBENCH, "w3-devrig", n])]
+            ("libdevrig Go: Start, shared logs/events broadcasters", [GOBENCH, "w3-devrig", n])]
     if py_ready:
         rows.append(("libdevrig Python", [PY, ROWS_PY, "w3-devrig", n]))
     res = interleave(rows, reps)

@@ -221,55 +221,63 @@ func w3Exec(n int) {
 	report(n, threads, startAll, time.Since(t2).Seconds(), rss0, rssFirst, rss1, idle)
 }
 
+// w3Devrig runs the services as a devrig host does: one logs broadcaster
+// and one events broadcaster shared by every service, each read by one
+// goroutine, and each service started with Supervisor.Start (no goroutine
+// per service; ctx's cancellation stops them all).
 func w3Devrig(n int) {
 	raiseNofile()
 	rss0 := statusField("VmRSS")
-	logs := events.NewBroadcaster()
+	logs, evts := events.NewBroadcaster(), events.NewBroadcaster()
+	logCh, evCh := logs.Subscribe(256), evts.Subscribe(256)
+	allStarted := make(chan struct{})
+	var readers sync.WaitGroup
+	readers.Go(func() {
+		for range logCh {
+		}
+	})
+	readers.Go(func() {
+		started := 0
+		for ev := range evCh {
+			if ev.Status == events.StatusStarted {
+				if started++; started == n {
+					close(allStarted)
+				}
+			}
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var started sync.WaitGroup
+	runs := make([]*supervisor.Running, n)
 	var rssFirst int64
-	first := make(chan struct{})
 	t0 := time.Now()
 	for i := range n {
-		evts := events.NewBroadcaster()
-		ch := evts.Subscribe(16)
-		s := supervisor.New(fmt.Sprintf("svc-%d", i), "exec sleep 3600", "", nil, quietPolicy(), logs, evts, "")
-		started.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			go func() {
-				once := false
-				for ev := range ch {
-					if !once && ev.Status == events.StatusStarted {
-						once = true
-						started.Done()
-						if i == 0 {
-							close(first)
-						}
-					}
-				}
-			}()
-			if err := s.Run(ctx); err != nil {
-				die(err)
-			}
-			evts.Unsubscribe(ch)
-		}()
+		s := supervisor.New("svc-"+strconv.Itoa(i), "exec sleep 3600", "", nil, quietPolicy(), logs, evts, "")
+		r, err := s.Start(ctx)
+		if err != nil {
+			die(err)
+		}
+		runs[i] = r
 		if i == 0 {
-			<-first
 			rssFirst = statusField("VmRSS")
 		}
 	}
-	started.Wait()
+	<-allStarted // every "started" event read by the host
 	startAll := time.Since(t0).Seconds()
 	time.Sleep(500 * time.Millisecond)
 	threads, rss1 := statusField("Threads"), statusField("VmRSS")
 	idle := idleCPU()
 	t2 := time.Now()
 	cancel()
-	wg.Wait()
-	report(n, threads, startAll, time.Since(t2).Seconds(), rss0, rssFirst, rss1, idle)
+	for _, r := range runs {
+		if err := r.Wait(); err != nil {
+			die(err)
+		}
+	}
+	stopAll := time.Since(t2).Seconds()
+	logs.Close()
+	evts.Close()
+	readers.Wait()
+	report(n, threads, startAll, stopAll, rss0, rssFirst, rss1, idle)
 }
 
 func main() {

@@ -10,6 +10,7 @@ import (
 	"runtime/cgo"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -34,10 +35,23 @@ type runState struct {
 	lastMs int64
 	lastTs time.Time
 
-	// ended is closed once the terminal event has been delivered (after
-	// its Send): the run ends right after it.
-	ended     chan struct{}
-	endedOnce sync.Once
+	// Life of the run (see Start): the cgo.Handle the callbacks receive,
+	// the owner whose Outcome is set, and what Wait returns once done is
+	// closed.
+	handle cgo.Handle
+	owner  *Supervisor
+	err    error
+	done   chan struct{}
+	// ended is set by the one who collects the run (claimEnd).
+	ended atomic.Bool
+	// The stop group of the run's context, and the run's links in it
+	// (guarded by the group's mu); the links in the safety net (guarded
+	// by safetyNet.mu). A run leaves both before its handle is freed, so
+	// neither a stop nor a poll uses a freed handle. See runs.go.
+	group                atomic.Pointer[stopGroup]
+	groupPrev, groupNext *runState
+	netPrev, netNext     *runState
+	inNet, released      bool
 
 	mu       sync.Mutex
 	panicked bool
@@ -271,7 +285,7 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 	if e.kind == C.DEVRIG_EVENT_STOPPED || e.kind == C.DEVRIG_EVENT_FAILED {
 		// Deferred first, so it runs last: after the Send and after a
 		// panic was recovered.
-		defer rs.endedOnce.Do(func() { close(rs.ended) })
+		defer rs.ending()
 	}
 	defer rs.recoverInto()
 	if rs.dead() || rs.evts == nil {
@@ -295,7 +309,9 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 		Message:      C.GoString(e.message),
 	}
 	if testHookPanic != nil {
-		testHookPanic(&ev)
+		hooked := ev // only this copy escapes to the heap, not ev
+		testHookPanic(&hooked)
+		ev = hooked
 	}
 	rs.evts.Send(ev)
 }

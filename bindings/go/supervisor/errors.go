@@ -72,14 +72,19 @@ func (e *Error) Is(target error) bool {
 }
 
 // call runs f, a libdevrig call, and turns a failure into an *Error with the
-// message of devrig_last_error(). The OS thread is locked so that the
-// thread-local message is read on the thread that set it.
-func call(op string, f func() uint32) error {
+// message of devrig_last_error() and the operation op, followed by " " and
+// subject when that is not empty (joined only on failure: nothing is
+// allocated on success). The OS thread is locked so that the thread-local
+// message is read on the thread that set it.
+func call(op, subject string, f func() uint32) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	st := f()
 	if st == C.DEVRIG_OK {
 		return nil
+	}
+	if subject != "" {
+		op += " " + subject
 	}
 	return &Error{Op: op, Code: ErrorCode(st), Message: C.GoString(C.devrig_last_error())}
 }

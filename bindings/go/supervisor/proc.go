@@ -93,7 +93,7 @@ func WritePIDFile(stateDir string) error {
 	}
 	cdir := C.CString(stateDir)
 	defer C.free(unsafe.Pointer(cdir))
-	return call("write pid file", func() uint32 { return uint32(C.devrig_write_pid_file(cdir)) })
+	return call("write pid file", "", func() uint32 { return uint32(C.devrig_write_pid_file(cdir)) })
 }
 
 // RemovePIDFile removes the PID file; an absent file is not an error.
@@ -119,7 +119,7 @@ func ReapOrphans(stateDir string, grace time.Duration) (int, error) {
 	cdir := C.CString(stateDir)
 	defer C.free(unsafe.Pointer(cdir))
 	var n C.uint32_t
-	err := call("reap orphans in "+stateDir, func() uint32 {
+	err := call("reap orphans in", stateDir, func() uint32 {
 		return uint32(C.devrig_reap_orphans(cdir, graceMs(grace), &n))
 	})
 	return int(n), err

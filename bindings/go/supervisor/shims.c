@@ -16,3 +16,17 @@ devrig_status devrig_go_on_log_batch(devrig_supervisor *sup, uintptr_t h) {
 devrig_status devrig_go_on_event(devrig_supervisor *sup, uintptr_t h) {
   return devrig_on_event(sup, devrig_go_event_tramp, (void *)h);
 }
+
+void devrig_go_cancel_all(devrig_supervisor **sups, size_t n) {
+  for (size_t i = 0; i < n; i++) devrig_cancel(sups[i]);
+}
+
+devrig_status devrig_go_set_policy(devrig_supervisor *sup, devrig_restart_policy policy) {
+  return devrig_set_policy(sup, &policy);
+}
+
+devrig_go_outcome devrig_go_outcome_get(const devrig_supervisor *sup) {
+  devrig_go_outcome r = {0};
+  r.status = devrig_outcome_get(sup, &r.outcome);
+  return r;
+}

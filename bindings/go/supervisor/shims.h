@@ -12,4 +12,17 @@
 devrig_status devrig_go_on_log_batch(devrig_supervisor *sup, uintptr_t h);
 devrig_status devrig_go_on_event(devrig_supervisor *sup, uintptr_t h);
 
+/* devrig_set_policy and devrig_outcome_get with the struct passed by value:
+ * the address of a Go variable given to C makes the variable a heap
+ * allocation. */
+devrig_status devrig_go_set_policy(devrig_supervisor *sup, devrig_restart_policy policy);
+typedef struct {
+  devrig_status status;
+  devrig_outcome outcome;
+} devrig_go_outcome;
+devrig_go_outcome devrig_go_outcome_get(const devrig_supervisor *sup);
+
+/* devrig_cancel on each of n handles: one crossing for a group's stop. */
+void devrig_go_cancel_all(devrig_supervisor **sups, size_t n);
+
 #endif

@@ -46,6 +46,13 @@
 //
 // It can be used alone (logs broadcaster nil) or together with the logs
 // broadcaster, which then also receives every entry.
+//
+// # Many services
+//
+// Run blocks until the run ends. Start (an addition) starts the run the
+// same way and returns once the child was spawned, with a Running to Wait
+// on: a running service then costs no goroutine, and the runs started with
+// one context are stopped together, in one call, when it is cancelled.
 package supervisor
 
 /*
@@ -187,81 +194,121 @@ func (s *Supervisor) Outcome() Outcome {
 // its process group, SIGKILL after StopGrace) and Run returns once every
 // process of the run has been reaped. A ctx cancelled before Run makes it
 // return at once without spawning.
+//
+// Run is Start followed by Wait.
 func (s *Supervisor) Run(ctx context.Context) error {
-	if err := s.Policy.Validate(); err != nil {
-		return fmt.Errorf("supervisor %s: %w", s.Name, err)
-	}
-	if s.StopGrace < 0 {
-		return fmt.Errorf("supervisor %s: negative StopGrace", s.Name)
-	}
-	if err := s.checkNUL(); err != nil {
-		return err
-	}
-	sup, err := s.build()
+	r, err := s.Start(ctx)
 	if err != nil {
 		return err
 	}
+	return r.Wait()
+}
+
+// Running is a run started by Start (an addition). It has no goroutine of
+// its own while the service runs: libdevrig supervises it on its few shared
+// threads, and cancelling the context given to Start stops it.
+type Running struct {
+	rs *runState
+}
+
+// Start starts a run as Run does, but returns as soon as the first spawn
+// was attempted instead of when the run ends (an addition). Its error is
+// the one Run would return before supervising: the configuration was
+// refused, or the first spawn failed (errors.Is(err, ErrSpawn)); the run
+// has then ended, every process reaped, and Outcome says how. A ctx
+// cancelled before Start makes the run end at once without spawning (Start
+// returns a Running whose Wait returns at once).
+//
+// Cancelling ctx stops the service, exactly as for Run. Runs started with
+// one context are stopped together: their stop requests are registered
+// with a single context.AfterFunc per ctx.Done() channel, so hundreds of
+// services cost no goroutine while they run, and their cancellation makes
+// one goroutine stop them all.
+//
+// Wait, or Done, tells when the run has ended. A run nobody waits for still
+// ends and releases everything once its context is cancelled (or once it
+// completes or gives up), but a panic of a callback is raised only by Wait.
+func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
+	if err := s.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("supervisor %s: %w", s.Name, err)
+	}
+	if s.StopGrace < 0 {
+		return nil, fmt.Errorf("supervisor %s: negative StopGrace", s.Name)
+	}
+	if err := s.checkNUL(); err != nil {
+		return nil, err
+	}
+	sup, err := s.build()
+	if err != nil {
+		return nil, err
+	}
 
 	rs := &runState{name: s.Name, logs: s.logBroadcast, evts: s.eventBroadcast, sup: sup,
-		handler: s.LogHandler, ended: make(chan struct{})}
-	h := cgo.NewHandle(rs)
-	defer h.Delete()
+		handler: s.LogHandler, owner: s, done: make(chan struct{})}
+	rs.handle = cgo.NewHandle(rs)
+	h := C.uintptr_t(rs.handle)
 	if rs.logs != nil || rs.handler != nil {
-		if err := call("register log callback", func() uint32 {
-			return uint32(C.devrig_go_on_log_batch(sup, C.uintptr_t(h)))
+		if err := call("register log callback", "", func() uint32 {
+			return uint32(C.devrig_go_on_log_batch(sup, h))
 		}); err != nil {
+			rs.handle.Delete()
 			C.devrig_free(sup)
-			return err
+			return nil, err
 		}
 	}
 	// The event callback is registered even without an events broadcaster:
-	// the terminal event is how Run learns that the run is ending.
-	if err := call("register event callback", func() uint32 {
-		return uint32(C.devrig_go_on_event(sup, C.uintptr_t(h)))
+	// the terminal event is how the binding learns that the run is ending.
+	if err := call("register event callback", "", func() uint32 {
+		return uint32(C.devrig_go_on_event(sup, h))
 	}); err != nil {
+		rs.handle.Delete()
 		C.devrig_free(sup)
-		return err
+		return nil, err
 	}
 
+	// Joined before the start, so that a cancellation during the spawn is
+	// not missed; devrig_cancel before the run makes it end at once.
+	joinStopGroup(ctx, rs)
 	if ctx.Err() != nil {
 		C.devrig_cancel(sup) // the run ends at once, without spawning
 	}
 	// No OS thread is blocked for the life of the run: devrig_start returns
-	// once the first spawn was attempted, the wait happens in Go (on the
-	// terminal event, delivered by the event callback), and devrig_wait is
-	// only polled, never called with a blocking timeout.
-	runErr := startRun(sup, s.Name)
-	var code ErrorCode
-	if e, ok := runErr.(*Error); ok {
-		code = e.Code
-	}
-	if runErr == nil {
-		awaitEnd(ctx, sup, rs.ended)
-	}
-	if runErr == nil || code == CodeSpawn { // the run was started: collect it
-		if err := reap(sup, s.Name); runErr == nil {
-			runErr = err
+	// once the first spawn was attempted; the end of the run is signalled by
+	// the event callback (the terminal event), then collected (ending).
+	if err := startRun(sup, s.Name); err != nil {
+		if e, ok := err.(*Error); ok && e.Code == CodeSpawn {
+			rs.ending() // the run has ended, after its terminal event
+		} else if rs.claimEnd() { // unless a terminal event was delivered
+			rs.finish()
 		}
+		<-rs.done
+		rs.repanic()
+		return nil, err
 	}
-
-	var out C.devrig_outcome
-	if C.devrig_outcome_get(sup, &out) == C.DEVRIG_OK {
-		o := Outcome{
-			Kind:         OutcomeKind(out.kind),
-			LastExitCode: int(out.last_exit_code),
-			LastSignal:   int(out.last_signal),
-			Restarts:     uint32(out.restarts),
-			Message:      C.GoString(out.message),
-		}
-		s.mu.Lock()
-		s.outcome = o
-		s.mu.Unlock()
+	if testHookStarted != nil {
+		testHookStarted(rs)
 	}
-	C.devrig_free(sup) // the run has ended: returns at once
-	runtime.KeepAlive(rs)
-	rs.repanic()
-	return runErr
+	addToSafetyNet(rs) // unless the run has already ended
+	return &Running{rs: rs}, nil
 }
+
+// Wait waits for the run to end and returns what Run returns: nil, or the
+// run's error. Once it returns, every process of the run has been reaped
+// and Outcome tells how the run ended. If a callback panicked, Wait panics
+// again with its value. Any number of goroutines may wait.
+func (r *Running) Wait() error {
+	<-r.rs.done
+	r.rs.repanic()
+	return r.rs.err
+}
+
+// Done returns a channel that is closed when the run has ended, as for
+// Wait: every process reaped, Outcome set.
+func (r *Running) Done() <-chan struct{} { return r.rs.done }
+
+// testHookStarted, when set by a test, is called by Start once the run has
+// started.
+var testHookStarted func(*runState)
 
 // startSlots bounds the devrig_start calls in progress. Each blocks its OS
 // thread until the first spawn was attempted (about a millisecond); without
@@ -273,60 +320,80 @@ var startSlots = make(chan struct{}, 2)
 func startRun(sup *C.devrig_supervisor, name string) error {
 	startSlots <- struct{}{}
 	defer func() { <-startSlots }()
-	return call("spawn "+name, func() uint32 { return uint32(C.devrig_start(sup)) })
+	return call("spawn", name, func() uint32 { return uint32(C.devrig_start(sup)) })
 }
 
-// Safety net while waiting for the terminal event: should the run end
-// without one (only a panic inside libdevrig's run driver does), a rare
-// poll of devrig_wait still notices. Rare on purpose: polls of hundreds of
-// idle services are the only CPU they would cost. Doubling up to the max.
-const (
-	endPollFirst = 30 * time.Second
-	endPollMax   = 5 * time.Minute
-)
-
-// awaitEnd waits in Go until the run is ending: ended is closed by the
-// event callback once the terminal event (stopped/failed) was delivered.
-// Cancelling ctx requests the stop (devrig_cancel) and keeps waiting.
-func awaitEnd(ctx context.Context, sup *C.devrig_supervisor, ended <-chan struct{}) {
-	done := ctx.Done()
-	d := endPollFirst
-	poll := time.NewTimer(d)
-	defer poll.Stop()
-	for {
-		select {
-		case <-ended:
-			return
-		case <-done:
-			C.devrig_cancel(sup)
-			done = nil
-		case <-poll.C:
-			if C.devrig_wait(sup, 0) != C.DEVRIG_E_TIMEOUT {
-				return
-			}
-			d = min(2*d, endPollMax)
-			poll.Reset(d)
-		}
-	}
+// claimEnd reports whether the caller is the one to collect the run (once
+// per run).
+func (rs *runState) claimEnd() bool {
+	return rs.ended.CompareAndSwap(false, true)
 }
 
-// reap returns the status of a run that has ended or is about to: the run
-// ends right after its terminal event (the callback has returned), so the
-// polls of devrig_wait are few and short; no OS thread blocks.
-func reap(sup *C.devrig_supervisor, name string) error {
-	d := 20 * time.Microsecond
-	for {
-		var st uint32
-		err := call("run "+name, func() uint32 {
-			st = uint32(C.devrig_wait(sup, 0))
-			return st
-		})
-		if st != C.DEVRIG_E_TIMEOUT {
-			return err
-		}
-		time.Sleep(d)
-		d = min(2*d, 10*time.Millisecond)
+// ending is called once the run is about to end: after its terminal event
+// was delivered, or when the safety net saw it end. The run ends right
+// after its terminal event, so a goroutine (the only one the run ever has)
+// polls devrig_wait until it has, then releases it. devrig_wait is never
+// called with a blocking timeout, which would hold an OS thread.
+func (rs *runState) ending() {
+	if !rs.claimEnd() {
+		return
 	}
+	go func() {
+		d := 20 * time.Microsecond
+		for !rs.collect() {
+			time.Sleep(d)
+			d = min(2*d, 10*time.Millisecond)
+		}
+	}()
+}
+
+// collect finishes the run if it has ended; false if it is still ending.
+func (rs *runState) collect() bool {
+	var st uint32
+	err := call("run", rs.name, func() uint32 {
+		st = uint32(C.devrig_wait(rs.sup, 0))
+		return st
+	})
+	if st == C.DEVRIG_E_TIMEOUT {
+		return false
+	}
+	rs.err = err
+	rs.finish()
+	return true
+}
+
+// finish releases an ended run: its outcome is recorded, the C handle
+// freed (at once: the run has ended), and Wait is released.
+func (rs *runState) finish() {
+	// Out of both first: neither uses the handle once it is freed.
+	removeFromSafetyNet(rs)
+	leaveStopGroup(rs)
+
+	if out, ok := outcomeOf(rs.sup); ok {
+		rs.owner.mu.Lock()
+		rs.owner.outcome = out
+		rs.owner.mu.Unlock()
+	}
+	C.devrig_free(rs.sup) // the run has ended: returns at once
+	rs.handle.Delete()
+	close(rs.done)
+}
+
+// outcomeOf reads the outcome of an ended run.
+func outcomeOf(sup *C.devrig_supervisor) (Outcome, bool) {
+	// By value through the shim: &out given to C would be a heap allocation.
+	r := C.devrig_go_outcome_get(sup)
+	if r.status != C.DEVRIG_OK {
+		return Outcome{}, false
+	}
+	out := r.outcome
+	return Outcome{
+		Kind:         OutcomeKind(out.kind),
+		LastExitCode: int(out.last_exit_code),
+		LastSignal:   int(out.last_signal),
+		Restarts:     uint32(out.restarts),
+		Message:      C.GoString(out.message),
+	}, true
 }
 
 // checkNUL refuses strings that C would silently cut at a NUL byte.
@@ -357,7 +424,7 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 	defer C.free(unsafe.Pointer(ccmd))
 
 	var sup *C.devrig_supervisor
-	if err := call("supervisor "+s.Name, func() uint32 {
+	if err := call("supervisor", s.Name, func() uint32 {
 		sup = C.devrig_new(cname, ccmd)
 		if sup == nil {
 			return C.DEVRIG_E_INVALID_ARGUMENT
@@ -372,7 +439,7 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 	}
 	if s.WorkingDir != "" {
 		cdir := C.CString(s.WorkingDir)
-		err := call("working dir of "+s.Name, func() uint32 { return uint32(C.devrig_set_working_dir(sup, cdir)) })
+		err := call("working dir of", s.Name, func() uint32 { return uint32(C.devrig_set_working_dir(sup, cdir)) })
 		C.free(unsafe.Pointer(cdir))
 		if err != nil {
 			return fail(err)
@@ -385,7 +452,7 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 	slices.Sort(keys)
 	for _, k := range keys {
 		ck, cv := C.CString(k), C.CString(s.Env[k])
-		err := call("env "+k+" of "+s.Name, func() uint32 { return uint32(C.devrig_set_env(sup, ck, cv)) })
+		err := call("env "+k+" of", s.Name, func() uint32 { return uint32(C.devrig_set_env(sup, ck, cv)) })
 		C.free(unsafe.Pointer(ck))
 		C.free(unsafe.Pointer(cv))
 		if err != nil {
@@ -405,18 +472,19 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 		crash_loop_limit:     C.uint32_t(limit),
 		crash_loop_window_ms: C.uint64_t(window.Milliseconds()),
 	}
-	if err := call("policy of "+s.Name, func() uint32 { return uint32(C.devrig_set_policy(sup, &cp)) }); err != nil {
+	// By value through the shim: &cp given to C would be a heap allocation.
+	if err := call("policy of", s.Name, func() uint32 { return uint32(C.devrig_go_set_policy(sup, cp)) }); err != nil {
 		return fail(err)
 	}
 	if s.StopGrace > 0 {
-		if err := call("stop grace of "+s.Name, func() uint32 {
+		if err := call("stop grace of", s.Name, func() uint32 {
 			return uint32(C.devrig_set_stop_grace_ms(sup, C.uint64_t(s.StopGrace.Milliseconds())))
 		}); err != nil {
 			return fail(err)
 		}
 	}
 	if s.DisableMultiline {
-		if err := call("multiline of "+s.Name, func() uint32 { return uint32(C.devrig_set_multiline(sup, false)) }); err != nil {
+		if err := call("multiline of", s.Name, func() uint32 { return uint32(C.devrig_set_multiline(sup, false)) }); err != nil {
 			return fail(err)
 		}
 	}
@@ -424,7 +492,7 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 		if s.MaxLineBytes < 0 {
 			return fail(fmt.Errorf("supervisor %s: negative MaxLineBytes", s.Name))
 		}
-		if err := call("max line bytes of "+s.Name, func() uint32 {
+		if err := call("max line bytes of", s.Name, func() uint32 {
 			return uint32(C.devrig_set_max_line_bytes(sup, C.size_t(s.MaxLineBytes)))
 		}); err != nil {
 			return fail(err)
@@ -432,7 +500,7 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 	}
 	if s.stateDir != "" {
 		cdir := C.CString(s.stateDir)
-		err := call("state dir of "+s.Name, func() uint32 { return uint32(C.devrig_set_state_dir(sup, cdir)) })
+		err := call("state dir of", s.Name, func() uint32 { return uint32(C.devrig_set_state_dir(sup, cdir)) })
 		C.free(unsafe.Pointer(cdir))
 		if err != nil {
 			return fail(err)
