@@ -632,18 +632,23 @@ pub(crate) fn all_pids() -> Vec<i32> {
     .collect()
 }
 
-/// True when /proc/PID/environ holds the variable `name` (as `name=`).
-pub(crate) fn environ_has(pid: i32, name: &[u8]) -> bool {
+/// Whether /proc/PID/environ holds the variable `name` (as `name=`), and
+/// whether it holds any variable starting with `prefix`, in one read.
+fn environ_tags(pid: i32, name: &[u8], prefix: &[u8]) -> (bool, bool) {
     let Ok(mut f) = File::open(format!("/proc/{pid}/environ")) else {
-        return false;
+        return (false, false);
     };
     let mut env = Vec::new();
     // Environments are small; a bound keeps a hostile one from costing much.
     if (&mut f).take(1 << 20).read_to_end(&mut env).is_err() {
-        return false;
+        return (false, false);
     }
-    env.split(|&b| b == 0)
-        .any(|var| var.len() > name.len() && var.starts_with(name) && var[name.len()] == b'=')
+    let (mut has_name, mut has_prefix) = (false, false);
+    for var in env.split(|&b| b == 0) {
+        has_prefix |= var.starts_with(prefix);
+        has_name |= var.len() > name.len() && var.starts_with(name) && var[name.len()] == b'=';
+    }
+    (has_name, has_prefix)
 }
 
 fn clock_ticks_per_sec() -> u64 {
@@ -1133,19 +1138,36 @@ pub(crate) fn find_leftovers(
     } else {
         shared_facts(forks)
     };
+    // Every tag of this host's spawns begins the same way (see
+    // `new_tag_name`): a process with none of them descends from none.
+    let host_prefix = match tag_name.iter().rposition(|&b| b == b'_') {
+        Some(i) => &tag_name[..=i],
+        None => tag_name,
+    };
     for pid in candidates {
         let known = shared
             .as_ref()
             .and_then(|g| g.as_ref()?.of.get(&pid).copied());
-        if let Some((ppid, pgrp)) = known {
-            if pgrp != pgid && !lineage.may_descend(ppid) {
+        if let Some(k) = known {
+            if k.pgrp != pgid && (k.host_tagged == Some(false) || !lineage.may_descend(k.ppid)) {
                 continue;
             }
         }
         let Some(s) = read_stat(pid) else { continue };
-        if let Some(f) = shared.as_mut().and_then(|g| g.as_mut()) {
-            f.of.insert(pid, (s.ppid, s.pgrp));
-        }
+        let host_tagged = known.and_then(|k| k.host_tagged);
+        let mut remember = |host_tagged| {
+            if let Some(f) = shared.as_mut().and_then(|g| g.as_mut()) {
+                f.of.insert(
+                    pid,
+                    Known {
+                        ppid: s.ppid,
+                        pgrp: s.pgrp,
+                        host_tagged,
+                    },
+                );
+            }
+        };
+        remember(host_tagged);
         let t = Target {
             pid,
             start_ticks: s.start_ticks,
@@ -1157,12 +1179,14 @@ pub(crate) fn find_leftovers(
             }
             continue;
         }
-        if s.pgrp == pgid
-            || (s.start_ticks >= since_ticks
-                && lineage.may_descend(s.ppid)
-                && environ_has(pid, tag_name))
-        {
+        if s.pgrp == pgid {
             found.push(t);
+        } else if s.start_ticks >= since_ticks && lineage.may_descend(s.ppid) {
+            let (tagged, host_tagged) = environ_tags(pid, tag_name, host_prefix);
+            remember(Some(host_tagged));
+            if tagged {
+                found.push(t);
+            }
         }
     }
     if let Some(m) = mark {
@@ -1230,8 +1254,8 @@ impl Lineage {
     }
 }
 
-/// The parent and process group of processes that sweeps read lately,
-/// shared by all sweeps. Stopping many services at once, each sweep looks
+/// What sweeps read lately of each process (`Known`), shared by all
+/// sweeps. Stopping many services at once, each sweep looks
 /// at the same processes created since its spawn: with another program's
 /// 500 services among them, 500 stops read /proc/PID/stat 250,000 times
 /// (4 s of CPU). A recent reading rules a process out just as well: one
@@ -1241,9 +1265,20 @@ impl Lineage {
 struct Facts {
     taken_at: Instant,
     forks: u64,
-    of: std::collections::HashMap<i32, (i32, i32)>,
+    of: std::collections::HashMap<i32, Known>,
     /// A listing of /proc and the last pid handed out before it was made.
     listing: Option<(i32, Vec<i32>)>,
+}
+
+/// What a sweep read of a process: its parent and process group, and, once
+/// its environment was read, whether it carries any tag of this host. An
+/// environment is fixed at exec, so a process without one never descends
+/// from any spawn of ours (as far as tags can tell: see the README).
+#[derive(Clone, Copy)]
+struct Known {
+    ppid: i32,
+    pgrp: i32,
+    host_tagged: Option<bool>,
 }
 
 const FACTS_TTL: Duration = Duration::from_millis(50);
@@ -2137,6 +2172,41 @@ mod tests {
         assert!(l.may_descend(1));
         kill_group(root_pid, libc::SIGKILL);
         root.wait().unwrap();
+    }
+
+    #[test]
+    fn one_read_of_the_environment_tells_the_tag_and_any_tag_of_the_host() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("DEVRIG_SPAWN_7_8_9", "1")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // The environment is in place once exec is done: wait for it.
+        let until = Instant::now() + Duration::from_secs(10);
+        while !environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_").0 {
+            assert!(Instant::now() < until, "the environment never showed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            environ_tags(pid, b"DEVRIG_SPAWN_7_8_10", b"DEVRIG_SPAWN_7_8_"),
+            (false, true)
+        );
+        // A name that only begins the same way is not the variable.
+        assert_eq!(
+            environ_tags(pid, b"DEVRIG_SPAWN_7_8_", b"DEVRIG_SPAWN_7_8_"),
+            (false, true)
+        );
+        assert_eq!(
+            environ_tags(pid, b"DEVRIG_SPAWN_1_2_3", b"DEVRIG_SPAWN_1_2_"),
+            (false, false)
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_"),
+            (false, false)
+        );
     }
 
     #[test]
