@@ -188,6 +188,32 @@ def w3(rep, reps, py_ready):
         rep.target("W3", "Python: all W3 targets", "binding not ready", None)
 
 
+def w3_neighbour(rep, reps):
+    """Stop-all of 500 services while another program's 500 children, started
+    after ours, are alive: each sweep then has 500 candidates that are not
+    ours (pids handed out since its spawn). No target in the issue; it keeps
+    the sweep's cost in view (3-4 s before sweeps shared what they read)."""
+    ours = [BENCH, "w3-devrig", "500"]
+    other = [GOBENCH, "w3-exec", "500"]
+    alone, beside = [], []
+    for _ in range(reps):
+        alone.append(run_row(ours)["stop_all"])
+        mine = subprocess.Popen(ours, stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # ours have all started; the other program's start now
+        theirs = subprocess.Popen(other, stdout=subprocess.DEVNULL)
+        out, _ = mine.communicate(timeout=120)
+        theirs.wait(timeout=120)
+        if mine.returncode != 0:
+            raise RuntimeError(f"{' '.join(ours)} failed ({mine.returncode})")
+        beside.append(json.loads(out.strip().splitlines()[-1])["stop_all"])
+    rep.table("W3 stop-all next to another program's 500 children, started after ours (libdevrig C)",
+              "s", [("alone", alone), ("another program's 500 children alive", beside)], "alone", False,
+              "Every pid handed out since a service's spawn is a candidate of its stop sweep. "
+              "Here 500 of them belong to another program (bench/go w3-exec, started 1 s after "
+              "ours): the sweeps rule them out by their line of parents and share their reading "
+              "of /proc. Informational: the issue sets no target for it.")
+
+
 def spawn_extras(k):
     procs = [subprocess.Popen(["sleep", "3600"], start_new_session=True) for _ in range(k)]
     time.sleep(0.2)
@@ -250,6 +276,7 @@ def main():
         w2(rep, 3 if q else 7)
     if "W3" in only:
         w3(rep, 1 if q else 3, py_ready)
+        w3_neighbour(rep, 1 if q else 3)
     if "W4" in only:
         w4(rep, 5 if q else 20, 20)
     if "W5" in only:
