@@ -1263,6 +1263,8 @@ impl Lineage {
 /// that might is read afresh. Readings are kept for `FACTS_TTL` and only
 /// while the allocator cannot have come round to a pid again.
 struct Facts {
+    /// The process that read them.
+    host: u32,
     taken_at: Instant,
     forks: u64,
     of: std::collections::HashMap<i32, Known>,
@@ -1321,15 +1323,20 @@ fn shared_facts(forks: u64) -> Option<std::sync::MutexGuard<'static, Option<Fact
     if forks == 0 {
         return None;
     }
+    // Whether a process carries a tag "of this host" depends on the host:
+    // a child forked from it starts afresh.
+    let host = std::process::id();
     let mut g = FACTS.lock().unwrap_or_else(|e| e.into_inner());
     let fresh = g.as_ref().is_some_and(|f| {
-        f.taken_at.elapsed() < FACTS_TTL
+        f.host == host
+            && f.taken_at.elapsed() < FACTS_TTL
             && forks >= f.forks
             && ((forks - f.forks) as i64) < pid_max() / 2
             && f.of.len() < 1 << 16
     });
     if !fresh {
         *g = Some(Facts {
+            host,
             taken_at: Instant::now(),
             forks,
             of: std::collections::HashMap::new(),
@@ -2207,6 +2214,32 @@ mod tests {
             environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_"),
             (false, false)
         );
+    }
+
+    #[test]
+    fn shared_readings_of_another_process_are_not_used() {
+        let forks = forks_since_boot().unwrap();
+        // Readings as a parent would leave them to a child it forks.
+        *FACTS.lock().unwrap() = Some(Facts {
+            host: std::process::id() + 1,
+            taken_at: Instant::now(),
+            forks,
+            of: [(
+                1,
+                Known {
+                    ppid: 0,
+                    pgrp: 1,
+                    host_tagged: Some(false),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            listing: None,
+        });
+        let g = shared_facts(forks).unwrap();
+        let f = g.as_ref().unwrap();
+        assert_eq!(f.host, std::process::id());
+        assert!(f.of.is_empty());
     }
 
     #[test]
