@@ -168,48 +168,61 @@ extern "C" {
 }
 
 /// The child's environment as execve takes it: the host's current entries
-/// except those the overlay replaces, then the overlay, then the tag. The
-/// host's entries are borrowed from `environ`, not copied: copying them
-/// (std::env::vars_os, then a CString each) was the largest user-space
-/// cost of a restart.
+/// except those the overlay replaces, then the overlay, then the tag, all
+/// copied into one block. Copying them one by one (std::env::vars_os, an
+/// OsString pair and then a CString each: about a hundred allocations) was
+/// the largest user-space cost of a restart. Pointing into `environ`
+/// instead would be cheaper still, but a host that replaces a variable
+/// meanwhile (Python's os.environ frees the string it replaced) would leave
+/// the pointer dangling until execve has read it; a copy is exposed only
+/// while it is taken, as getenv(3) is.
 struct ChildEnv {
-    /// The overlay and the tag, which `ptrs` points into.
-    _owned: Vec<CString>,
+    /// The entries, each followed by a NUL byte; `ptrs` points into it.
+    _block: Vec<u8>,
     ptrs: Vec<*mut libc::c_char>,
 }
 
 fn child_env(spec: &SpawnSpec<'_>) -> io::Result<ChildEnv> {
-    let mut owned = Vec::with_capacity(spec.env.len() + 1);
-    for (k, v) in spec.env {
-        let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
-        kv.extend_from_slice(k.as_bytes());
-        kv.push(b'=');
-        kv.extend_from_slice(v.as_bytes());
-        owned.push(cstring("environment variable", &kv)?);
-    }
-    owned.push(cstring("tag", spec.tag.as_bytes())?);
-    let mut ptrs = Vec::with_capacity(64);
+    let mut block = Vec::with_capacity(4096);
+    let mut ends = Vec::with_capacity(64);
     // SAFETY: `environ` is the C library's NULL-terminated array of
-    // NUL-terminated strings. It is read, as getenv(3) and posix_spawnp(3)
-    // read it, on the rule that no thread changes the environment meanwhile
-    // (the rule of setenv(3) and of std::env::set_var); glibc never frees
-    // the strings that setenv replaces, so the pointers taken stay valid
-    // until posix_spawn has copied them into the child.
+    // NUL-terminated strings, read here as getenv(3) reads it: on the rule
+    // that no thread changes the environment meanwhile (the rule of
+    // setenv(3) and of std::env::set_var). Each entry is copied at once.
     unsafe {
         let mut p = environ;
         while !p.is_null() && !(*p).is_null() {
-            let entry = std::ffi::CStr::from_ptr(*p).to_bytes();
-            let key = entry.split(|&b| b == b'=').next().unwrap_or(entry);
+            let entry = std::ffi::CStr::from_ptr(*p).to_bytes_with_nul();
+            let key = entry
+                .split(|&b| b == b'=' || b == 0)
+                .next()
+                .unwrap_or(entry);
             if !spec.env.iter().any(|(k, _)| k.as_bytes() == key) {
-                ptrs.push(*p as *mut libc::c_char);
+                block.extend_from_slice(entry);
+                ends.push(block.len());
             }
             p = p.add(1);
         }
     }
-    ptrs.extend(owned.iter().map(|s| s.as_ptr() as *mut libc::c_char));
+    for (k, v) in spec.env {
+        let kv = [k.as_bytes(), b"=", v.as_bytes()].concat();
+        block.extend_from_slice(cstring("environment variable", &kv)?.as_bytes_with_nul());
+        ends.push(block.len());
+    }
+    block.extend_from_slice(cstring("tag", spec.tag.as_bytes())?.as_bytes_with_nul());
+    ends.push(block.len());
+    // The block is complete: it does not move any more.
+    let base = block.as_mut_ptr() as *mut libc::c_char;
+    let mut ptrs = Vec::with_capacity(ends.len() + 1);
+    let mut start = 0;
+    for end in ends {
+        // SAFETY: `start` is within the block (an entry begins there).
+        ptrs.push(unsafe { base.add(start) });
+        start = end;
+    }
     ptrs.push(std::ptr::null_mut());
     Ok(ChildEnv {
-        _owned: owned,
+        _block: block,
         ptrs,
     })
 }
