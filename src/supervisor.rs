@@ -559,7 +559,9 @@ struct Run {
     on_log: Option<LogHandler>,
     on_event: Option<EventHandler>,
     inner: Arc<Inner>,
-    state: Option<StateWriter>,
+    /// The state record and where it goes; None without a state directory
+    /// (then a run keeps no record at all).
+    state: Option<Box<StateKeeping>>,
     restart: RestartState,
     restarts_performed: u32,
     jitter: Jitter,
@@ -568,7 +570,6 @@ struct Run {
     batch: Batch,
     callback_panic: Option<String>,
     state_error_reported: bool,
-    record: Record,
     /// STOPPING was emitted for the current child.
     stopping_emitted: bool,
     /// The first spawn, when `start` did it on the caller's thread.
@@ -577,6 +578,12 @@ struct Run {
     /// here (a state record that could not be written) and emitted by the
     /// run, because callbacks run on library threads only.
     held_events: Option<Vec<Event>>,
+}
+
+/// A run's state record and the writer that keeps it on disk.
+struct StateKeeping {
+    writer: StateWriter,
+    record: Record,
 }
 
 /// One spawn attempt: the child's tag, when it was made, what came of it,
@@ -679,17 +686,17 @@ impl Run {
             ^ ((std::process::id() as u64) << 32)
             ^ (Arc::as_ptr(&inner) as usize as u64);
         // Never dropped silently: a failing write is reported as a warning.
-        let state = setup
-            .config
-            .state_dir
-            .as_ref()
-            .map(|d| StateWriter::at(d, &setup.config.name));
-        let record = Record {
-            service: setup.config.name.clone(),
-            boot_id: process::boot_id().to_string(),
-            host_pid: std::process::id(),
-            ..Record::default()
-        };
+        let state = setup.config.state_dir.as_ref().map(|d| {
+            Box::new(StateKeeping {
+                writer: StateWriter::at(d, &setup.config.name),
+                record: Record {
+                    service: setup.config.name.clone(),
+                    boot_id: process::boot_id().to_string(),
+                    host_pid: std::process::id(),
+                    ..Record::default()
+                },
+            })
+        });
         Run {
             batch: Batch::new(),
             cfg: setup.config,
@@ -707,7 +714,6 @@ impl Run {
             stopping_emitted: false,
             first_spawn: None,
             held_events: None,
-            record,
         }
     }
 
@@ -770,20 +776,30 @@ impl Run {
         self.inner.cancel.request();
     }
 
+    /// The state record, when there is a state directory.
+    fn record(&mut self) -> Option<&mut Record> {
+        self.state.as_mut().map(|s| &mut s.record)
+    }
+
     fn write_state(&mut self, phase: Phase) {
-        let Some(w) = &self.state else { return };
-        self.record.phase = phase.as_str().to_string();
-        self.record.updated_ms = now_ms();
-        if let Some(l) = self.last {
-            self.record.last_exit_code = l.code();
-            self.record.last_signal = l.signal();
+        let last = self.last;
+        let Some(st) = self.state.as_mut() else {
+            return;
+        };
+        let r = &mut st.record;
+        r.phase = phase.as_str().to_string();
+        r.updated_ms = now_ms();
+        if let Some(l) = last {
+            r.last_exit_code = l.code();
+            r.last_signal = l.signal();
         }
-        match w.write(&self.record) {
+        let (written, pid) = (st.writer.write(&st.record), st.record.pid);
+        match written {
             Ok(()) => self.state_error_reported = false,
             Err(e) if !self.state_error_reported => {
                 self.state_error_reported = true;
                 let mut ev = self.event(EventKind::Warning);
-                ev.pid = self.record.pid;
+                ev.pid = pid;
                 ev.message = format!("state record not written: {e}");
                 self.emit(ev);
             }
@@ -867,7 +883,9 @@ impl Run {
                         Some(st) => format!("completed: exited with code {}", st.code()),
                         None => "completed".to_string(),
                     };
-                    self.record.pid = 0;
+                    if let Some(r) = self.record() {
+                        r.pid = 0;
+                    }
                     self.write_state(Phase::Stopped);
                     let mut ev = self.event(EventKind::Stopped);
                     ev.message = msg.clone();
@@ -879,7 +897,9 @@ impl Run {
                     if let Some(e) = &last_spawn_error {
                         msg = format!("{msg}; last spawn error: {e}");
                     }
-                    self.record.pid = 0;
+                    if let Some(r) = self.record() {
+                        r.pid = 0;
+                    }
                     self.write_state(Phase::Failed);
                     let mut ev = self.event(EventKind::Failed);
                     ev.message = msg.clone();
@@ -922,12 +942,12 @@ impl Run {
     /// make the first spawn on the caller's thread.
     fn spawn_child(&mut self) -> Spawned {
         let tag = process::new_tag_name();
-        if self.state.is_some() {
+        if let Some(r) = self.record() {
             // Record the new tag before spawning: a host killed between
             // the spawn and the child's first record still leaves
             // reap_orphans the tag to find the child and its descendants.
-            self.record.pid = 0;
-            self.record.tag = tag.clone();
+            r.pid = 0;
+            r.tag = tag.clone();
             self.write_state(Phase::Starting);
         }
         let at = Instant::now();
@@ -976,7 +996,9 @@ impl Run {
             Some(p) => format!("stopped: {p}"),
             None => "stopped on request".to_string(),
         };
-        self.record.pid = 0;
+        if let Some(r) = self.record() {
+            r.pid = 0;
+        }
         self.write_state(Phase::Stopped);
         let mut ev = self.event(EventKind::Stopped);
         ev.message = msg.clone();
@@ -1018,13 +1040,14 @@ impl Run {
             }
         };
         io.cancel.set_live_group(pid);
-        self.record.pid = pid as u32;
-        if self.state.is_some() {
+        if let Some(st) = self.state.as_mut() {
             let ticks = io.mark.start_ticks();
-            self.record.start_ticks = ticks;
-            self.record.start_ms = process::ticks_to_ms(ticks).unwrap_or(0);
+            let r = &mut st.record;
+            r.pid = pid as u32;
+            r.start_ticks = ticks;
+            r.start_ms = process::ticks_to_ms(ticks).unwrap_or(0);
+            r.tag = io.tag.clone();
         }
-        self.record.tag = io.tag.clone();
         // The record first: a host that dies right after STARTED still left
         // the pid for reap_orphans.
         self.write_state(Phase::Starting);
