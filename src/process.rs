@@ -890,12 +890,12 @@ fn forks_lower_bound() -> Option<u64> {
 }
 
 fn forks_since_boot() -> Option<u64> {
-    // Read on every sweep: keep the buffer instead of zeroing 64 KiB each time.
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let forks = BUF.with(|b| {
-        let mut buf = b.try_borrow_mut().ok()?;
+    // Read on many sweeps: keep the buffer instead of zeroing 64 KiB each
+    // time. One for the process, not one per thread: host threads read it
+    // too now (the first spawn of a start), and reads are short.
+    static BUF: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+    let forks = {
+        let mut buf = BUF.lock().unwrap_or_else(|e| e.into_inner());
         if buf.is_empty() {
             buf.resize(64 * 1024, 0);
         }
@@ -904,7 +904,7 @@ fn forks_since_boot() -> Option<u64> {
             .rsplit(|&b| b == b'\n')
             .find_map(|l| l.strip_prefix(b"processes "))?;
         parse_num(line).map(|v| v as u64)
-    })?;
+    }?;
     // Two threads may store out of order: the pair is only ever used as a
     // lower bound, which any reading is.
     FORKS_SEEN_AT_MS.store(forks_epoch_ms(), Ordering::Release);
