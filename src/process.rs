@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -75,6 +75,69 @@ fn cstring(what: &str, bytes: &[u8]) -> io::Result<CString> {
             format!("{what} contains a NUL byte"),
         )
     })
+}
+
+/// Locks one of this module's process-wide mutexes (a poisoned one is still
+/// used: each holds plain data that a panic cannot leave half-changed in a
+/// way that matters), making sure first that a fork() of the host cannot
+/// catch it held (see `before_fork`).
+fn locked<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+    static HANDLERS: std::sync::Once = std::sync::Once::new();
+    HANDLERS.call_once(|| {
+        // SAFETY: registers three extern "C" functions without arguments
+        // that live as long as the process (this library is never unloaded
+        // while it has threads).
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+    });
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every process-wide mutex of this module, held by the forking thread
+/// from just before a fork() until just after it, in parent and child.
+type ForkGuards = (
+    MutexGuard<'static, Vec<u8>>,
+    MutexGuard<'static, Option<Facts>>,
+    MutexGuard<'static, (i32, Vec<i32>)>,
+    MutexGuard<'static, Children>,
+    MutexGuard<'static, (u32, u64)>,
+    [MutexGuard<'static, Option<(OwnedFd, u64, u64)>>; 3],
+);
+
+thread_local! {
+    static FORK_GUARDS: std::cell::RefCell<Option<ForkGuards>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// pthread_atfork's prepare handler. A fork() that lands while a library
+/// thread holds one of these mutexes leaves the child a copy that is locked
+/// for good, and "new handles work in a forked child" (README) would not
+/// hold: the child's sweeps and spawns would wait forever. So the forking
+/// thread takes them all first, in the one order in which any code path
+/// nests them (the /proc/stat buffer before the kept files; the shared
+/// readings before the host's line and the children registry), and
+/// releases them on both sides of the fork.
+extern "C" fn before_fork() {
+    let _ = std::panic::catch_unwind(|| {
+        let g = (
+            FORK_COUNT_BUF.lock().unwrap_or_else(|e| e.into_inner()),
+            FACTS.lock().unwrap_or_else(|e| e.into_inner()),
+            HOST_LINE.lock().unwrap_or_else(|e| e.into_inner()),
+            CHILDREN.lock().unwrap_or_else(|e| e.into_inner()),
+            TAG_HOST.lock().unwrap_or_else(|e| e.into_inner()),
+            [&KEPT_PROC_STAT, &KEPT_LOADAVG, &KEPT_DEV_NULL]
+                .map(|m| m.lock().unwrap_or_else(|e| e.into_inner())),
+        );
+        FORK_GUARDS.with(|f| *f.borrow_mut() = Some(g));
+    });
+}
+
+/// pthread_atfork's parent and child handler: releases what `before_fork`
+/// took (the forking thread is the child's only thread, so the guards it
+/// holds are the child's to drop).
+extern "C" fn after_fork() {
+    let _ = std::panic::catch_unwind(|| {
+        FORK_GUARDS.with(|f| drop(f.borrow_mut().take()));
+    });
 }
 
 /// Owns a posix_spawn attribute object and destroys it.
@@ -524,12 +587,13 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
     seq > mark.seq_after
 }
 
-fn children() -> std::sync::MutexGuard<'static, Children> {
-    static CHILDREN: std::sync::Mutex<Children> = std::sync::Mutex::new(Children {
-        live: std::collections::BTreeMap::new(),
-        freed: std::collections::BTreeMap::new(),
-    });
-    CHILDREN.lock().unwrap_or_else(|e| e.into_inner())
+static CHILDREN: Mutex<Children> = Mutex::new(Children {
+    live: std::collections::BTreeMap::new(),
+    freed: std::collections::BTreeMap::new(),
+});
+
+fn children() -> MutexGuard<'static, Children> {
+    locked(&CHILDREN)
 }
 
 /// Signals our child through its pidfd (it may have left its process group)
@@ -889,13 +953,14 @@ fn forks_lower_bound() -> Option<u64> {
     forks_since_boot()
 }
 
+/// Read on many sweeps: the buffer is kept instead of zeroing 64 KiB each
+/// time. One for the process, not one per thread: host threads read it too
+/// (the first spawn of a start), and reads are short.
+static FORK_COUNT_BUF: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
 fn forks_since_boot() -> Option<u64> {
-    // Read on many sweeps: keep the buffer instead of zeroing 64 KiB each
-    // time. One for the process, not one per thread: host threads read it
-    // too now (the first spawn of a start), and reads are short.
-    static BUF: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
     let forks = {
-        let mut buf = BUF.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = locked(&FORK_COUNT_BUF);
         if buf.is_empty() {
             buf.resize(64 * 1024, 0);
         }
@@ -913,11 +978,11 @@ fn forks_since_boot() -> Option<u64> {
 }
 
 /// A file the library keeps open, with the device and inode it had.
-type KeptFile = std::sync::Mutex<Option<(OwnedFd, u64, u64)>>;
+type KeptFile = Mutex<Option<(OwnedFd, u64, u64)>>;
 
-static KEPT_PROC_STAT: KeptFile = std::sync::Mutex::new(None);
-static KEPT_LOADAVG: KeptFile = std::sync::Mutex::new(None);
-static KEPT_DEV_NULL: KeptFile = std::sync::Mutex::new(None);
+static KEPT_PROC_STAT: KeptFile = Mutex::new(None);
+static KEPT_LOADAVG: KeptFile = Mutex::new(None);
+static KEPT_DEV_NULL: KeptFile = Mutex::new(None);
 
 /// Calls `f` with the library's kept descriptor of `path`, opening it the
 /// first time. Opening a file costs more than the read or the spawn it
@@ -930,7 +995,7 @@ static KEPT_DEV_NULL: KeptFile = std::sync::Mutex::new(None);
 /// forgotten, never closed, so a number handed out stays the host's
 /// business: `f` runs without the lock held.
 fn with_kept_file<R>(
-    slot: &KeptFile,
+    slot: &'static KeptFile,
     path: &str,
     f: impl FnOnce(RawFd) -> io::Result<R>,
 ) -> io::Result<R> {
@@ -944,7 +1009,7 @@ fn with_kept_file<R>(
         (r == 0).then_some((st.st_dev, st.st_ino))
     }
     let fd = {
-        let mut kept = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = locked(slot);
         if let Some((fd, dev, ino)) = kept.as_ref() {
             if identity(fd) != Some((*dev, *ino)) {
                 if let Some((fd, ..)) = kept.take() {
@@ -978,7 +1043,7 @@ fn read_proc_stat(buf: &mut [u8]) -> io::Result<usize> {
 
 /// Reads the whole of a kept /proc file (which renders afresh whenever it
 /// is read from offset 0).
-fn read_kept(slot: &KeptFile, path: &str, buf: &mut [u8]) -> io::Result<usize> {
+fn read_kept(slot: &'static KeptFile, path: &str, buf: &mut [u8]) -> io::Result<usize> {
     with_kept_file(slot, path, |fd| {
         read_record(buf, |b, offset| {
             // SAFETY: reads into `b`, a live slice, at most its length.
@@ -1298,7 +1363,7 @@ struct Known {
 
 const FACTS_TTL: Duration = Duration::from_millis(50);
 
-static FACTS: std::sync::Mutex<Option<Facts>> = std::sync::Mutex::new(None);
+static FACTS: Mutex<Option<Facts>> = Mutex::new(None);
 
 /// Every pid in use, from a listing of /proc that sweeps share like the
 /// readings above (listing /proc took most of a sweep once the readings were
@@ -1332,14 +1397,14 @@ fn listed_pids(forks: u64, last: i32) -> Vec<i32> {
 
 /// The shared readings, emptied first when they are too old to trust at
 /// `forks` (the `processes` count of this sweep; 0 if unknown: no sharing).
-fn shared_facts(forks: u64) -> Option<std::sync::MutexGuard<'static, Option<Facts>>> {
+fn shared_facts(forks: u64) -> Option<MutexGuard<'static, Option<Facts>>> {
     if forks == 0 {
         return None;
     }
     // Whether a process carries a tag "of this host" depends on the host:
     // a child forked from it starts afresh.
     let host = std::process::id();
-    let mut g = FACTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = locked(&FACTS);
     let fresh = g.as_ref().is_some_and(|f| {
         f.host == host
             && f.taken_at.elapsed() < FACTS_TTL
@@ -1362,9 +1427,10 @@ fn shared_facts(forks: u64) -> Option<std::sync::MutexGuard<'static, Option<Fact
 /// The host's ancestors, read once per process. The list can only grow
 /// stale by losing members (an ancestor that dies hands the host to one
 /// further up), so a cached one never misses an adopter.
+static HOST_LINE: Mutex<(i32, Vec<i32>)> = Mutex::new((0, Vec::new()));
+
 fn host_line_has(me: i32, pid: i32) -> bool {
-    static LINE: std::sync::Mutex<(i32, Vec<i32>)> = std::sync::Mutex::new((0, Vec::new()));
-    let mut g = LINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = locked(&HOST_LINE);
     if g.0 != me {
         let mut line = Vec::new();
         let mut p = me;
@@ -1835,15 +1901,17 @@ pub(crate) fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
+/// This process's pid and start time, for tag names.
+static TAG_HOST: Mutex<(u32, u64)> = Mutex::new((0, 0));
+
 /// The name of the tag variable: unique per spawn in this boot.
 pub(crate) fn new_tag_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    static HOST: std::sync::Mutex<(u32, u64)> = std::sync::Mutex::new((0, 0));
     let pid = std::process::id();
     let start = {
-        let mut host = HOST.lock().unwrap_or_else(|e| e.into_inner());
+        let mut host = locked(&TAG_HOST);
         if host.0 != pid {
             *host = (
                 pid,
@@ -2226,6 +2294,37 @@ mod tests {
         assert_eq!(
             environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_"),
             (false, false)
+        );
+    }
+
+    #[test]
+    fn a_fork_never_leaves_the_child_a_mutex_held_by_another_thread() {
+        drop(children()); // the fork handlers are in place from the first lock
+        let (held, hold) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let g = locked(&FACTS);
+            held.send(()).unwrap();
+            // The fork below has to wait for this: its child must not get a
+            // copy of the mutex that is locked for good.
+            std::thread::sleep(Duration::from_millis(100));
+            drop(g);
+        });
+        hold.recv().unwrap();
+        // SAFETY: the child only tries two locks (atomics) and calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let free = FACTS.try_lock().is_ok() && CHILDREN.try_lock().is_ok();
+            // SAFETY: ends the forked child at once, running nothing else.
+            unsafe { libc::_exit(if free { 0 } else { 1 }) };
+        }
+        assert!(pid > 0, "fork failed");
+        holder.join().unwrap();
+        let mut status = 0;
+        // SAFETY: waits for the child just forked, into a local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child found a mutex locked: status {status:#x}"
         );
     }
 
