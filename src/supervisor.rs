@@ -668,6 +668,15 @@ struct ChildEnd {
     cancelled: bool,
 }
 
+/// Sends `sig` to the service (its main process and group) and to every
+/// leftover found outside it.
+fn signal_all(io: &ChildIo, targets: &[Target], sig: i32) {
+    process::signal_service(io.pidfd.get_ref(), io.pid, sig);
+    for t in targets {
+        t.signal(sig);
+    }
+}
+
 fn far() -> tokio::time::Instant {
     tokio::time::Instant::from_std(process::far_future())
 }
@@ -1109,17 +1118,11 @@ impl Run {
                     .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
                     .await
                 {
-                    process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
-                    for t in &targets {
-                        t.signal(libc::SIGKILL);
-                    }
+                    signal_all(&io, &targets, libc::SIGKILL);
                 }
             } else {
                 // The grace ran out with the main process alive.
-                process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
-                for t in &targets {
-                    t.signal(libc::SIGKILL);
-                }
+                signal_all(&io, &targets, libc::SIGKILL);
                 // SIGKILL cannot be ignored: wait for the main process for good.
                 self.wait_gone(&mut io, &mut Vec::new(), None, &mut cancelled)
                     .await;
@@ -1152,19 +1155,13 @@ impl Run {
             let mut targets = self.leftovers(&mut io);
             all_clear = targets.is_empty();
             if !targets.is_empty() {
-                process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
-                for t in &targets {
-                    t.signal(libc::SIGTERM);
-                }
+                signal_all(&io, &targets, libc::SIGTERM);
                 let deadline = Instant::now().checked_add(self.cfg.stop_grace);
                 if !self
                     .wait_gone(&mut io, &mut targets, deadline, &mut cancelled)
                     .await
                 {
-                    process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
-                    for t in &targets {
-                        t.signal(libc::SIGKILL);
-                    }
+                    signal_all(&io, &targets, libc::SIGKILL);
                 }
             }
         }
@@ -1175,10 +1172,7 @@ impl Run {
             if targets.is_empty() {
                 break;
             }
-            process::signal_service(io.pidfd.get_ref(), pid, libc::SIGKILL);
-            for t in &targets {
-                t.signal(libc::SIGKILL);
-            }
+            signal_all(&io, &targets, libc::SIGKILL);
             let until = Instant::now() + Duration::from_secs(5);
             self.wait_gone(&mut io, &mut targets, Some(until), &mut cancelled)
                 .await;
