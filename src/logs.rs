@@ -287,58 +287,129 @@ impl LineAssembler {
 /// as a whole word), looking at most at the first 256 bytes.
 pub fn detect_level(text: &[u8]) -> Level {
     let head = &text[..text.len().min(256)];
-    let head = match memchr(b'\n', head) {
-        Some(i) => &head[..i],
-        None => head,
-    };
-    let mut i = 0;
-    while i < head.len() {
-        i = skip_run(head, i, false);
-        if i >= head.len() {
-            break;
-        }
-        let start = i;
-        i = skip_run(head, i, true);
-        let word = &head[start..i];
-        // The length and first letter rule out most words before the
-        // compare.
-        if (4..=8).contains(&word.len())
-            && matches!(
-                word[0] | 0x20,
-                b't' | b'd' | b'i' | b'w' | b'e' | b'f' | b'c' | b'p'
-            )
-        {
-            if let Some(level) = level_word(word) {
+    match memchr(b'\n', head) {
+        Some(i) => line_level(&head[..i]),
+        None => line_level(head),
+    }
+}
+
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const CASE: u64 = 0x2020_2020_2020_2020;
+
+/// `detect_level` for text known to be one line, which the log path has
+/// already split (a newline here is just another non-letter).
+///
+/// This runs over every line the children write, so it looks at eight bytes
+/// at a time and stops only where a word starts: a letter whose previous
+/// byte is not one. A 64-byte line of two words costs eight such steps.
+fn line_level(line: &[u8]) -> Level {
+    let head = &line[..line.len().min(256)];
+    // Bit 7 of the byte before the current chunk, if it is a letter.
+    let mut carry = 0u64;
+    let mut chunks = head.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let letters = letter_bits(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+        let starts = letters & !((letters << 8) | carry);
+        if starts != 0 {
+            if let Some(level) = level_at_starts(head, base, starts) {
                 return level;
             }
         }
+        carry = letters >> 56;
+        base += 8;
     }
-    Level::Unknown
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return Level::Unknown;
+    }
+    let x = match head.len().checked_sub(8) {
+        // The last eight bytes, shifted so that `rest` comes first and
+        // zeros (non-letters) follow: one load rather than a copy.
+        Some(from) => {
+            let tail: [u8; 8] = head[from..].try_into().unwrap_or([0; 8]);
+            u64::from_le_bytes(tail) >> (8 * (8 - rest.len()))
+        }
+        None => le_bytes(rest),
+    };
+    let letters = letter_bits(x);
+    let starts = letters & !((letters << 8) | carry);
+    level_at_starts(head, base, starts).unwrap_or(Level::Unknown)
 }
 
-/// From `i`, the index of the first byte that is not (`alpha`) or is not
-/// (`!alpha`) an ASCII letter, eight bytes at a time: this scan runs over
-/// every line the children write.
-fn skip_run(b: &[u8], mut i: usize, alpha: bool) -> usize {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        // Per byte, without carries between bytes: fold to lower case with
-        // the high bit cleared, then bit 7 of `b + k` is set iff b >= 0x80 - k.
-        let lower = (x & !HIGH) | 0x2020_2020_2020_2020;
-        let ge_a = lower + 0x1f1f_1f1f_1f1f_1f1f; // >= b'a'
-        let gt_z = lower + 0x0505_0505_0505_0505; // >= b'z' + 1
-        let letters = ge_a & !gt_z & !x & HIGH;
-        let stop = if alpha { !letters & HIGH } else { letters };
-        if stop != 0 {
-            return i + (stop.trailing_zeros() / 8) as usize;
+/// Bit 7 of each byte of `x` (eight bytes, first byte lowest) set iff that
+/// byte is an ASCII letter. Per byte, without carries between bytes: fold to
+/// lower case with bit 7 cleared, then bit 7 of `b + k` is set iff
+/// b >= 0x80 - k.
+fn letter_bits(x: u64) -> u64 {
+    let lower = (x & !HIGH) | CASE;
+    let ge_a = lower + 0x1f1f_1f1f_1f1f_1f1f; // >= b'a'
+    let gt_z = lower + 0x0505_0505_0505_0505; // >= b'z' + 1
+    ge_a & !gt_z & !x & HIGH
+}
+
+/// Up to eight bytes as a little-endian integer, zeros after them.
+fn le_bytes(b: &[u8]) -> u64 {
+    b.iter()
+        .rev()
+        .fold(0, |v, &byte| (v << 8) | u64::from(byte))
+}
+
+/// The level of the first level word among the word starts marked in
+/// `starts` (bit 7 of byte k: a word starts at `base + k`).
+#[inline(always)]
+fn level_at_starts(head: &[u8], base: usize, mut starts: u64) -> Option<Level> {
+    // The first letters of level words, as bits indexed by `letter & 31`
+    // (the same for both cases): this rules out most words with one test.
+    const FIRST: u32 = {
+        let mut mask = 0u32;
+        let letters = b"tdiwefcp";
+        let mut k = 0;
+        while k < letters.len() {
+            mask |= 1 << (letters[k] & 31);
+            k += 1;
         }
-        i += 8;
+        mask
+    };
+    while starts != 0 {
+        let at = base + (starts.trailing_zeros() / 8) as usize;
+        starts &= starts - 1;
+        if FIRST >> (head[at] & 31) & 1 != 0 {
+            if let Some(level) = level_word_at(head, at) {
+                return Some(level);
+            }
+        }
     }
-    while i < b.len() && b[i].is_ascii_alphabetic() == alpha {
-        i += 1;
+    None
+}
+
+/// The level named by the word starting at `at`, if it is 4 to 8 letters
+/// long and a level word. Kept out of line so that the scan loop keeps its
+/// constants in registers.
+#[inline(never)]
+fn level_word_at(head: &[u8], at: usize) -> Option<Level> {
+    let x = match head.get(at..at + 8) {
+        Some(c) => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+        None => le_bytes(&head[at..]),
+    };
+    let not_letters = !letter_bits(x) & HIGH;
+    let len = if not_letters == 0 {
+        if head.get(at + 8).is_some_and(u8::is_ascii_alphabetic) {
+            return None; // nine letters or more
+        }
+        8
+    } else {
+        (not_letters.trailing_zeros() / 8) as usize
+    };
+    if len < 4 {
+        return None;
     }
-    i
+    let mask = if len == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * len)) - 1
+    };
+    level_word((x | CASE) & mask)
 }
 
 /// `word` (4 to 8 ASCII letters) packed in lower case, so that each level
@@ -353,7 +424,7 @@ const fn pack(word: &[u8]) -> u64 {
     v
 }
 
-fn level_word(word: &[u8]) -> Option<Level> {
+fn level_word(packed: u64) -> Option<Level> {
     const TRACE: u64 = pack(b"trace");
     const DEBUG: u64 = pack(b"debug");
     const INFO: u64 = pack(b"info");
@@ -363,7 +434,7 @@ fn level_word(word: &[u8]) -> Option<Level> {
     const FATAL: u64 = pack(b"fatal");
     const CRITICAL: u64 = pack(b"critical");
     const PANIC: u64 = pack(b"panic");
-    Some(match pack(word) {
+    Some(match packed {
         TRACE => Level::Trace,
         DEBUG => Level::Debug,
         INFO => Level::Info,
@@ -397,7 +468,10 @@ impl Batch {
         Self::default()
     }
 
+    /// Adds an entry; `text` is its first line (more are added by
+    /// `extend_last`).
     pub fn push(&mut self, text: &[u8], stream: Stream, pid: u32, timestamp_ms: i64) {
+        debug_assert!(!text.contains(&b'\n'), "a line");
         let offset = self.arena.len();
         self.arena.extend_from_slice(text);
         self.arena.push(0);
@@ -405,7 +479,7 @@ impl Batch {
             offset,
             len: text.len(),
             stream,
-            level: detect_level(text),
+            level: line_level(text),
             pid,
             timestamp_ms,
         });
@@ -692,14 +766,32 @@ mod tests {
 
     #[test]
     fn level_words_are_found_in_any_case_as_whole_words() {
-        // The eight-byte scan agrees with is_ascii_alphabetic on every byte.
+        // The eight-byte test agrees with is_ascii_alphabetic on every byte,
+        // whatever its neighbours.
         for b in 0..=255u8 {
-            let mut buf = [b'.'; 9];
-            buf[3] = b;
+            for fill in [0u8, b'a', b'Z', 0xff, b'@'] {
+                let mut buf = [fill; 8];
+                buf[3] = b;
+                let bit = letter_bits(u64::from_le_bytes(buf)) & (0x80 << 24);
+                assert_eq!(bit != 0, b.is_ascii_alphabetic(), "{b} among {fill}");
+            }
+        }
+        for (line, level) in [
+            (&b"info"[..], Level::Info),
+            (b"WARN", Level::Warn),
+            (b"critical", Level::Error),
+            (b"criticals", Level::Unknown),
+            (b"1234567info", Level::Info),
+            (b"1234567infos", Level::Unknown),
+            (b"xxxxxxxinfo", Level::Unknown),
+            (b"xxxxxxx info", Level::Info),
+            (b"x:warning", Level::Warn),
+        ] {
             assert_eq!(
-                skip_run(&buf, 0, false),
-                if b.is_ascii_alphabetic() { 3 } else { 9 },
-                "{b}"
+                detect_level(line),
+                level,
+                "{}",
+                String::from_utf8_lossy(line)
             );
         }
         assert_eq!(detect_level(b"2024-01-01 ERROR boom"), Level::Error);
