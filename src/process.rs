@@ -549,6 +549,18 @@ fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<
 struct Children {
     live: std::collections::BTreeMap<i32, u64>,
     freed: std::collections::BTreeMap<i32, u64>,
+    /// A reading of `processes` (/proc/stat) and, read just before it, the
+    /// last pid handed out, with what held that pid: see `forks_if_held`.
+    forks_at: Option<(i32, Holder, u64)>,
+}
+
+/// What held a pid when it was noted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    /// A live child of ours, by its spawn sequence.
+    Child(u64),
+    /// Another process or thread, by its start time in clock ticks.
+    Started(u64),
 }
 
 impl Children {
@@ -558,26 +570,69 @@ impl Children {
             || self.freed.get(&pid).is_some_and(|&s| freed_after(s, mark))
     }
 
-    /// How many pids in the cyclic range after `mark.pid` up to `last` it
-    /// skips. (Counted per map, without a lookup per pid: stopping 500
-    /// services at once, each sweep's range holds the others' children.)
-    fn count_in(&self, mark: &SpawnMark, last: i32) -> usize {
+    /// The pids in the cyclic range after `mark.pid` up to `last` (pids
+    /// wrap from `max` - 1 to 1) that it does not skip, in order; None once
+    /// there are more than `limit`. The cost is that of our children in the
+    /// range, not of the range: stopping 500 services at once, each sweep's
+    /// range holds the others' children, live or reaped.
+    fn unskipped_in(
+        &self,
+        mark: &SpawnMark,
+        last: i32,
+        max: i32,
+        limit: usize,
+    ) -> Option<Vec<i32>> {
         let after = mark.pid;
-        let count = |set: &std::collections::BTreeMap<i32, u64>, skip: &dyn Fn(u64) -> bool| {
-            let c = |r: std::collections::btree_map::Range<'_, i32, u64>| {
-                r.filter(|(_, &v)| skip(v)).count()
-            };
-            if last == after {
-                0
-            } else if last > after {
-                c(set.range(after + 1..=last))
-            } else {
-                c(set.range(after + 1..)) + c(set.range(..=last))
-            }
+        let segments = if last == after {
+            [None, None]
+        } else if last > after {
+            [Some((after + 1, last)), None]
+        } else {
+            [Some((after + 1, max - 1)), Some((1, last))]
         };
-        // The range excludes mark.pid: every live child of ours in it is
-        // skipped; a freed one if its spawn began after the mark's returned.
-        count(&self.live, &|_| true) + count(&self.freed, &|seq| freed_after(seq, mark))
+        let mut out = Vec::new();
+        for (lo, hi) in segments.into_iter().flatten() {
+            if lo > hi {
+                continue;
+            }
+            // Our children in [lo, hi], ascending: every live one (the
+            // mark's own is outside the range), a freed one if its spawn
+            // began after the mark's returned. A pid can be in both maps.
+            let mut live = self.live.range(lo..=hi).map(|(&p, _)| p).peekable();
+            let mut freed = self
+                .freed
+                .range(lo..=hi)
+                .filter(|(_, &seq)| freed_after(seq, mark))
+                .map(|(&p, _)| p)
+                .peekable();
+            let mut next = lo;
+            loop {
+                let ours = match (live.peek(), freed.peek()) {
+                    (Some(&l), Some(&f)) => l.min(f),
+                    (Some(&l), None) => l,
+                    (None, Some(&f)) => f,
+                    (None, None) => break,
+                };
+                if live.peek() == Some(&ours) {
+                    live.next();
+                }
+                if freed.peek() == Some(&ours) {
+                    freed.next();
+                }
+                if ours - next > (limit - out.len()) as i32 {
+                    return None;
+                }
+                out.extend(next..ours);
+                next = ours + 1;
+            }
+            if next <= hi {
+                if hi - next >= (limit - out.len()) as i32 {
+                    return None;
+                }
+                out.extend(next..=hi);
+            }
+        }
+        Some(out)
     }
 }
 
@@ -587,9 +642,57 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
     seq > mark.seq_after
 }
 
+/// The `processes` count now, without reading /proc/stat, if `last` (the
+/// last pid handed out, just read) is the pid noted with the last reading
+/// and what held it then still holds it. Every new process or thread takes
+/// a pid from the one allocator, which cannot come round to a pid that is
+/// held: so none was created since the noted pid was read, and the count
+/// read after it still stands.
+///
+/// Stopping 500 services at once, the last pid handed out stays our last
+/// service's (or a host thread's) for the whole stop, so /proc/stat, the
+/// costliest file a sweep reads (its size grows with CPUs and interrupts),
+/// is read once instead of 500 times.
+fn forks_if_held(last: i32) -> Option<u64> {
+    forks_if_held_in(&CHILDREN, last)
+}
+
+fn forks_if_held_in(children: &'static Mutex<Children>, last: i32) -> Option<u64> {
+    let (pid, holder, forks) = {
+        let c = locked(children);
+        let noted = c.forks_at?;
+        if let (pid, Holder::Child(seq), forks) = noted {
+            return (pid == last && c.live.get(&pid) == Some(&seq)).then_some(forks);
+        }
+        noted
+    };
+    // A process with the same start time: the same one (a different one
+    // would need the allocator to go all the way round within one tick).
+    (pid == last && Some(holder) == started_holder(pid)).then_some(forks)
+}
+
+/// Notes `forks`, read after `last` was read, for `forks_if_held`.
+fn note_forks(last: i32, forks: u64) {
+    note_forks_in(&CHILDREN, last, forks);
+}
+
+fn note_forks_in(children: &'static Mutex<Children>, last: i32, forks: u64) {
+    let child = locked(children)
+        .live
+        .get(&last)
+        .map(|&seq| Holder::Child(seq));
+    let holder = child.or_else(|| started_holder(last));
+    locked(children).forks_at = holder.map(|h| (last, h, forks));
+}
+
+fn started_holder(pid: i32) -> Option<Holder> {
+    read_stat(pid).map(|s| Holder::Started(s.start_ticks))
+}
+
 static CHILDREN: Mutex<Children> = Mutex::new(Children {
     live: std::collections::BTreeMap::new(),
     freed: std::collections::BTreeMap::new(),
+    forks_at: None,
 });
 
 fn children() -> MutexGuard<'static, Children> {
@@ -1100,23 +1203,37 @@ fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64) {
     // out, no process was created since. /proc/loadavg, which says so,
     // costs a fraction of /proc/stat, and on a quiet machine this is the
     // answer of most sweeps.
-    if nothing_created_since(mark, last_allocated_pid()) {
+    // The last pid is read before the `processes` count: the count then
+    // bounds every allocation up to it, so the range cannot have wrapped.
+    let last = last_allocated_pid();
+    if nothing_created_since(mark, last) {
         return (Some(Vec::new()), 0);
     }
     if mark.forks == 0 {
         return (None, 0);
     }
-    let Some(forks) = forks_since_boot() else {
-        return (None, 0);
+    let known = last.and_then(forks_if_held);
+    let forks = match known {
+        Some(forks) => forks,
+        None => {
+            let Some(forks) = forks_since_boot() else {
+                return (None, 0);
+            };
+            if let Some(l) = last {
+                note_forks(l, forks);
+            }
+            forks
+        }
     };
-    (pids_created_between(mark, forks), forks)
+    (pids_created_between(mark, forks, last), forks)
 }
 
 fn nothing_created_since(mark: &SpawnMark, last_pid: Option<i32>) -> bool {
     !mark.pid_lost && last_pid == Some(mark.pid)
 }
 
-fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
+/// `last`: the last pid handed out, read before `forks`.
+fn pids_created_between(mark: &SpawnMark, forks: u64, last: Option<i32>) -> Option<Vec<i32>> {
     let created = forks.checked_sub(mark.forks)?;
     // The child itself was created after `mark.forks` was read: if it is
     // the only process created since, there is nothing to look at.
@@ -1127,7 +1244,7 @@ fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
     if created as i64 >= max / 2 {
         return None;
     }
-    let last = last_allocated_pid()?;
+    let last = last?;
     let in_range = |p: i32| {
         if last >= mark.pid {
             p > mark.pid && p <= last
@@ -1135,35 +1252,21 @@ fn pids_created_between(mark: &SpawnMark, forks: u64) -> Option<Vec<i32>> {
             p > mark.pid || p <= last
         }
     };
-    let span = if last >= mark.pid {
-        (last - mark.pid) as i64
-    } else {
-        max - mark.pid as i64 + last as i64
-    };
     // Our own services' processes among them are skipped without a
-    // syscall (see `Children`), so they do not count as candidates.
-    let ours = children().count_in(mark, last) as i64;
-    if span <= ours {
-        // Every pid allocated since is one of our own children.
-        return Some(Vec::new());
+    // syscall (see `Children`). With few candidates left, they are probed
+    // directly instead of listing /proc.
+    // (The children lock is not held across the listing: the shared
+    // readings' lock comes first in the order `before_fork` takes them.)
+    if let Some(v) = children().unskipped_in(mark, last, max as i32, 256) {
+        return Some(v);
     }
-    if span - ours <= 256 {
-        // Few candidates: probe them directly instead of listing /proc.
-        let mut v = Vec::with_capacity(span as usize);
-        let mut p = mark.pid;
-        for _ in 0..span {
-            p = if p as i64 >= max - 1 { 1 } else { p + 1 };
-            v.push(p);
-        }
-        Some(v)
-    } else {
-        Some(
-            listed_pids(forks, last)
-                .into_iter()
-                .filter(|&p| in_range(p))
-                .collect(),
-        )
-    }
+    let mut v: Vec<i32> = listed_pids(forks, last)
+        .into_iter()
+        .filter(|&p| in_range(p))
+        .collect();
+    let c = children();
+    v.retain(|&p| !c.skips(p, mark));
+    Some(v)
 }
 
 /// Finds what a spawn left behind: live members of process group `pgid`,
@@ -1188,19 +1291,20 @@ pub(crate) fn find_leftovers(
         Some(m) => pids_created_since(m),
         None => (None, 0),
     };
-    // Freed pids are known unused only within the bounded range.
-    let bounded = candidates.is_some();
-    let mut candidates = candidates.unwrap_or_else(all_pids);
-    if let Some(m) = mark.as_deref() {
-        let c = children();
-        candidates.retain(|&pid| {
-            !(if bounded {
-                c.skips(pid, m)
-            } else {
-                pid != m.pid && c.live.contains_key(&pid)
-            })
-        });
-    }
+    // Bounded candidates come without our own children (see
+    // `pids_created_between`); among all pids, only live ones can be
+    // skipped: freed pids are known unused only within the bounded range.
+    let mut candidates = match candidates {
+        Some(v) => v,
+        None => {
+            let mut v = all_pids();
+            if let Some(m) = mark.as_deref() {
+                let c = children();
+                v.retain(|&pid| pid == m.pid || !c.live.contains_key(&pid));
+            }
+            v
+        }
+    };
     candidates.retain(|&pid| pid != me);
     // Read only when something is left to look at (stopping 500 services
     // at once, each sweep's candidates are the others' children, all
@@ -2102,6 +2206,7 @@ mod tests {
         let mut c = Children {
             live: Default::default(),
             freed: Default::default(),
+            forks_at: None,
         };
         let mark = SpawnMark::new(500, Some(1000), 10);
         // Spawned before the mark's spawn returned (seq 9 or 10): its pid
@@ -2120,19 +2225,107 @@ mod tests {
         c.live.insert(500, 3);
         assert!(c.skips(504, &mark));
         assert!(!c.skips(500, &mark));
-        assert_eq!(c.count_in(&mark, 510), 2);
+        // Of 501..=510, 503 and 504 are skipped.
+        let left = [501, 502, 505, 506, 507, 508, 509, 510];
+        assert_eq!(c.unskipped_in(&mark, 510, 1000, 256).unwrap(), left);
+        assert_eq!(c.unskipped_in(&mark, 510, 1000, 8).unwrap(), left);
+        assert_eq!(c.unskipped_in(&mark, 510, 1000, 7), None);
+        assert_eq!(c.unskipped_in(&mark, 500, 1000, 256).unwrap(), [0; 0]);
+        // Round the end of the pid space: 996..=999, then 1..=3.
+        c.live.insert(998, 3);
+        c.live.insert(2, 3);
+        c.freed.insert(1, 12);
+        c.live.insert(3, 4);
+        let mark = SpawnMark::new(995, Some(1000), 10);
+        assert_eq!(
+            c.unskipped_in(&mark, 3, 1000, 256).unwrap(),
+            [996, 997, 999]
+        );
+        assert_eq!(c.unskipped_in(&mark, 3, 1000, 2), None);
+        // A pid in both maps (a live child on a reused pid) counts once.
+        c.freed.insert(997, 11);
+        c.live.insert(997, 5);
+        assert_eq!(c.unskipped_in(&mark, 3, 1000, 256).unwrap(), [996, 999]);
+    }
+
+    proptest::proptest! {
+        /// `unskipped_in` walks only our children; its definition walks
+        /// every pid of the range.
+        #[test]
+        fn unskipped_pids_are_the_range_minus_what_is_skipped(
+            live in proptest::collection::btree_map(1..40i32, 0..20u64, 0..20),
+            freed in proptest::collection::btree_map(1..40i32, 0..20u64, 0..20),
+            after in 1..40i32,
+            last in 1..40i32,
+            seq_after in 0..20u64,
+            limit in 0..45usize,
+        ) {
+            let c = Children {
+                live,
+                freed,
+                forks_at: None,
+            };
+            let mark = SpawnMark::new(after, Some(1), seq_after);
+            let mut want = Vec::new();
+            let mut p = after;
+            while p != last {
+                p = if p >= 39 { 1 } else { p + 1 };
+                if !c.skips(p, &mark) {
+                    want.push(p);
+                }
+            }
+            let want = (want.len() <= limit).then_some(want);
+            proptest::prop_assert_eq!(c.unskipped_in(&mark, last, 40, limit), want);
+        }
+    }
+
+    #[test]
+    fn a_fork_count_stands_while_the_same_process_holds_the_last_pid() {
+        // Not the library's registry, which other tests' sweeps write to.
+        static C: Mutex<Children> = Mutex::new(Children {
+            live: std::collections::BTreeMap::new(),
+            freed: std::collections::BTreeMap::new(),
+            forks_at: None,
+        });
+        let held = |last| forks_if_held_in(&C, last);
+        let ghost = 1 << 23; // above any pid_max: no process has it
+        locked(&C).live.insert(ghost, 5);
+        note_forks_in(&C, ghost, 9000);
+        assert_eq!(held(ghost), Some(9000));
+        // Something was created since: the last pid moved.
+        assert_eq!(held(ghost + 1), None);
+        // Reaped (removed before the reap): the pid may be handed out again.
+        locked(&C).live.remove(&ghost);
+        assert_eq!(held(ghost), None);
+        // Another child of ours on that pid (the allocator went round).
+        locked(&C).live.insert(ghost, 8);
+        assert_eq!(held(ghost), None);
+        locked(&C).live.remove(&ghost);
+        // Not a child: held by whatever has that pid and start time.
+        let me = std::process::id() as i32;
+        note_forks_in(&C, me, 9100);
+        assert_eq!(held(me), Some(9100));
+        let noted = locked(&C).forks_at;
+        locked(&C).forks_at = Some((me, Holder::Started(0), 9100));
+        assert_eq!(held(me), None, "another start time");
+        locked(&C).forks_at = noted;
+        assert_eq!(held(me), Some(9100));
+        // Nothing holds it (gone): nothing is noted.
+        note_forks_in(&C, ghost, 9200);
+        assert_eq!(held(ghost), None);
+        assert_eq!(held(me), None);
     }
 
     #[test]
     fn a_sweep_after_no_fork_but_the_childs_own_has_no_candidates() {
         let mark = SpawnMark::new(500, Some(1000), 1);
-        assert_eq!(pids_created_between(&mark, 1000), Some(Vec::new()));
-        assert_eq!(pids_created_between(&mark, 1001), Some(Vec::new()));
+        assert_eq!(pids_created_between(&mark, 1000, None), Some(Vec::new()));
+        assert_eq!(pids_created_between(&mark, 1001, None), Some(Vec::new()));
         // A counter that went backwards (not /proc/stat's) bounds nothing.
-        assert_eq!(pids_created_between(&mark, 999), None);
+        assert_eq!(pids_created_between(&mark, 999, None), None);
         let mut clean = mark;
         clean.clean_sweep_forks = 1500;
-        assert_eq!(pids_created_between(&clean, 1500), Some(Vec::new()));
+        assert_eq!(pids_created_between(&clean, 1500, None), Some(Vec::new()));
     }
 
     #[test]
