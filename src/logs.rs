@@ -306,10 +306,11 @@ fn line_level(line: &[u8]) -> Level {
     let head = &line[..line.len().min(256)];
     // Bit 7 of the byte before the current chunk, if it is a letter.
     let mut carry = 0u64;
-    let mut chunks = head.chunks_exact(8);
+    let whole = head.len() & !7;
     let mut base = 0;
-    for chunk in &mut chunks {
-        let letters = letter_bits(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+    while base < whole {
+        let chunk: [u8; 8] = head[base..base + 8].try_into().unwrap_or([0; 8]);
+        let letters = letter_bits(u64::from_le_bytes(chunk));
         let starts = letters & !((letters << 8) | carry);
         if starts != 0 {
             if let Some(level) = level_at_starts(head, base, starts) {
@@ -319,7 +320,7 @@ fn line_level(line: &[u8]) -> Level {
         carry = letters >> 56;
         base += 8;
     }
-    let rest = chunks.remainder();
+    let rest = &head[whole..];
     if rest.is_empty() {
         return Level::Unknown;
     }
@@ -386,6 +387,7 @@ fn level_at_starts(head: &[u8], base: usize, mut starts: u64) -> Option<Level> {
 /// The level named by the word starting at `at`, if it is 4 to 8 letters
 /// long and a level word. Kept out of line so that the scan loop keeps its
 /// constants in registers.
+#[cold]
 #[inline(never)]
 fn level_word_at(head: &[u8], at: usize) -> Option<Level> {
     let x = match head.get(at..at + 8) {
