@@ -2,7 +2,7 @@
 #
 #   make demo      build and run the C demo (a flaky service, supervised)
 #   make test      every test of every language (what CI runs)
-#   make bench     benchmarks against baselines (writes BENCHMARKS.md)
+#   make bench     benchmarks against baselines (writes BENCHMARKS.md, bench/plots)
 #   make install PREFIX=/usr/local
 
 CARGO   ?= cargo
