@@ -144,6 +144,7 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
 /// Where finished entries go. The entry pushed last may still grow by a
 /// continuation line, or be taken back, until the next push.
 pub trait EntrySink {
+    /// Adds an entry: `text` is its first line (no `\n`).
     fn push(&mut self, text: &[u8]);
     /// Appends `\n` and `text` to the last entry pushed.
     fn extend_last(&mut self, text: &[u8]);
@@ -234,10 +235,18 @@ impl Grouper {
         }
     }
 
-    /// Completes the open entry.
+    /// Completes the open entry. Like every entry, it reaches the sink as
+    /// its first line (`push`, which takes one line: the level comes from
+    /// it) and the rest (`extend_last`).
     pub fn flush(&mut self, out: &mut impl EntrySink) {
         if self.open == Open::Pending {
-            out.push(&self.pending);
+            match memchr(b'\n', &self.pending) {
+                Some(i) => {
+                    out.push(&self.pending[..i]);
+                    out.extend_last(&self.pending[i + 1..]);
+                }
+                None => out.push(&self.pending),
+            }
             self.pending.clear();
         }
         self.open = Open::None;
@@ -887,6 +896,34 @@ mod tests {
         assert_eq!(e[1].stream, Stream::Stderr);
         b.clear();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn an_entry_held_across_chunks_takes_its_level_from_its_first_line() {
+        // Held in `pending` while the first chunk is delivered, then pushed
+        // again: the level word of a continuation line must not count.
+        let mut a = LineAssembler::new(true, 65536);
+        let mut b = Batch::new();
+        a.push(
+            b"Traceback (most recent call last):\n  at warn.x\n",
+            &mut b.sink(Stream::Stdout, 1, 10),
+        );
+        assert!(b.is_empty());
+        a.push(b"next line\n", &mut b.sink(Stream::Stdout, 1, 20));
+        let e = b.entries().to_vec();
+        assert_eq!(
+            b.text_with_nul(&e[0]),
+            b"Traceback (most recent call last):\n  at warn.x\0"
+        );
+        assert_eq!(e[0].level, Level::Unknown);
+        // The same entry read in one chunk gets the same level.
+        let mut one = Batch::new();
+        let mut a = LineAssembler::new(true, 65536);
+        a.push(
+            b"Traceback (most recent call last):\n  at warn.x\nnext line\n",
+            &mut one.sink(Stream::Stdout, 1, 10),
+        );
+        assert_eq!(one.entries()[0].level, Level::Unknown);
     }
 
     #[test]
