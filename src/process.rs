@@ -647,7 +647,10 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
 /// and what held it then still holds it. Every new process or thread takes
 /// a pid from the one allocator, which cannot come round to a pid that is
 /// held: so none was created since the noted pid was read, and the count
-/// read after it still stands.
+/// stands, short only of forks that had their pid but were not counted yet
+/// when it was read. That is good for the wrap guard (far below half of
+/// pid_max) but not for concluding that nothing new appeared: a sweep with
+/// such a count takes no shortcut (see `pids_created_between`).
 ///
 /// Stopping 500 services at once, the last pid handed out stays our last
 /// service's (or a host thread's) for the whole stop, so /proc/stat, the
@@ -671,7 +674,8 @@ fn forks_if_held_in(children: &'static Mutex<Children>, last: i32) -> Option<u64
     (pid == last && Some(holder) == started_holder(pid)).then_some(forks)
 }
 
-/// Notes `forks`, read after `last` was read, for `forks_if_held`.
+/// Notes `forks`, read while `last` was the last pid handed out, for
+/// `forks_if_held`.
 fn note_forks(last: i32, forks: u64) {
     note_forks_in(&CHILDREN, last, forks);
 }
@@ -813,22 +817,29 @@ pub(crate) fn all_pids() -> Vec<i32> {
 }
 
 /// Whether /proc/PID/environ holds the variable `name` (as `name=`), and
-/// whether it holds any variable starting with `prefix`, in one read.
-fn environ_tags(pid: i32, name: &[u8], prefix: &[u8]) -> (bool, bool) {
+/// whether it holds any variable starting with `prefix`, in one read. None
+/// when it reads empty: during an exec, from the moment the new program's
+/// memory replaces the old until its environment is laid out there (a
+/// process really started without any environment reads so too). A
+/// process that cannot be read (gone, another user's) has no tag.
+fn environ_tags(pid: i32, name: &[u8], prefix: &[u8]) -> Option<(bool, bool)> {
     let Ok(mut f) = File::open(format!("/proc/{pid}/environ")) else {
-        return (false, false);
+        return Some((false, false));
     };
     let mut env = Vec::new();
     // Environments are small; a bound keeps a hostile one from costing much.
     if (&mut f).take(1 << 20).read_to_end(&mut env).is_err() {
-        return (false, false);
+        return Some((false, false));
+    }
+    if env.is_empty() {
+        return None;
     }
     let (mut has_name, mut has_prefix) = (false, false);
     for var in env.split(|&b| b == 0) {
         has_prefix |= var.starts_with(prefix);
         has_name |= var.len() > name.len() && var.starts_with(name) && var[name.len()] == b'=';
     }
-    (has_name, has_prefix)
+    Some((has_name, has_prefix))
 }
 
 fn clock_ticks_per_sec() -> u64 {
@@ -1196,48 +1207,66 @@ fn pid_max() -> i64 {
 /// has a pid in the cyclic range (mark.pid, last allocated pid]. None when
 /// no bound is known (then every pid must be looked at).
 ///
-/// Also returns the `processes` count it read first (0 if unknown).
-fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64) {
+/// Also returns the `processes` count (0 if unknown) and whether it was read
+/// now (exact) rather than known from an earlier reading (see
+/// `forks_if_held`): only an exact count may say that nothing appeared.
+fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64, bool) {
     // The child's pid is held until we reap it (sweeps come first), so the
     // allocator cannot come back to it: if it is still the last pid handed
     // out, no process was created since. /proc/loadavg, which says so,
     // costs a fraction of /proc/stat, and on a quiet machine this is the
     // answer of most sweeps.
-    // The last pid is read before the `processes` count: the count then
-    // bounds every allocation up to it, so the range cannot have wrapped.
-    let last = last_allocated_pid();
-    if nothing_created_since(mark, last) {
-        return (Some(Vec::new()), 0);
+    let first = last_allocated_pid();
+    #[cfg(test)]
+    tests::BETWEEN_READS.with(|f| f.take().map(|f| f()));
+    if nothing_created_since(mark, first) {
+        return (Some(Vec::new()), 0, false);
     }
     if mark.forks == 0 {
-        return (None, 0);
+        return (None, 0, false);
     }
-    let known = last.and_then(forks_if_held);
-    let forks = match known {
-        Some(forks) => forks,
-        None => {
-            let Some(forks) = forks_since_boot() else {
-                return (None, 0);
-            };
-            if let Some(l) = last {
-                note_forks(l, forks);
-            }
-            forks
-        }
+    if let Some(forks) = first.and_then(forks_if_held) {
+        // No pid handed out since `first` was noted: the range ends there.
+        return (
+            pids_created_between(mark, forks, first, false),
+            forks,
+            false,
+        );
+    }
+    let Some(forks) = forks_since_boot() else {
+        return (None, 0, false);
     };
-    (pids_created_between(mark, forks, last), forks)
+    // Read after the count, so that every process it counts has a pid in
+    // the range: one forked between the two reads is looked at now, or
+    // changes the count the next sweep reads.
+    let last = last_allocated_pid();
+    if let (Some(a), Some(b)) = (first, last) {
+        if a == b {
+            // Nothing was handed out while the count was read.
+            note_forks(a, forks);
+        }
+    }
+    (pids_created_between(mark, forks, last, true), forks, true)
 }
 
 fn nothing_created_since(mark: &SpawnMark, last_pid: Option<i32>) -> bool {
     !mark.pid_lost && last_pid == Some(mark.pid)
 }
 
-/// `last`: the last pid handed out, read before `forks`.
-fn pids_created_between(mark: &SpawnMark, forks: u64, last: Option<i32>) -> Option<Vec<i32>> {
+/// `last`: the last pid handed out, read after `forks`. `exact`: `forks` was
+/// read now; a count known from earlier bounds the range but can leave out a
+/// fork that had its pid and was not counted yet when it was read, so it
+/// takes no shortcut.
+fn pids_created_between(
+    mark: &SpawnMark,
+    forks: u64,
+    last: Option<i32>,
+    exact: bool,
+) -> Option<Vec<i32>> {
     let created = forks.checked_sub(mark.forks)?;
     // The child itself was created after `mark.forks` was read: if it is
     // the only process created since, there is nothing to look at.
-    if created <= 1 || forks == mark.clean_sweep_forks {
+    if exact && (created <= 1 || forks == mark.clean_sweep_forks) {
         return Some(Vec::new());
     }
     let max = pid_max();
@@ -1287,9 +1316,9 @@ pub(crate) fn find_leftovers(
 ) -> Vec<Target> {
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
-    let (candidates, forks) = match mark.as_deref() {
+    let (candidates, forks, exact) = match mark.as_deref() {
         Some(m) => pids_created_since(m),
-        None => (None, 0),
+        None => (None, 0, false),
     };
     // Bounded candidates come without our own children (see
     // `pids_created_between`); among all pids, only live ones can be
@@ -1314,6 +1343,7 @@ pub(crate) fn find_leftovers(
         _ => 0,
     };
     let mut found = Vec::new();
+    let mut unsettled = false;
     let mut lineage = Lineage::new(me, since_ticks);
     let mut shared = if candidates.is_empty() {
         None
@@ -1364,17 +1394,23 @@ pub(crate) fn find_leftovers(
         if s.pgrp == pgid {
             found.push(t);
         } else if s.start_ticks >= since_ticks && lineage.may_descend(s.ppid) {
-            let (tagged, host_tagged) = environ_tags(pid, tag_name, host_prefix);
-            remember(Some(host_tagged));
-            if tagged {
-                found.push(t);
+            match environ_tags(pid, tag_name, host_prefix) {
+                Some((tagged, host_tagged)) => {
+                    remember(Some(host_tagged));
+                    if tagged {
+                        found.push(t);
+                    }
+                }
+                // Caught in an exec: nothing to tell yet, so neither this
+                // reading nor this sweep may rule it out for later sweeps.
+                None => unsettled = true,
             }
         }
     }
     if let Some(m) = mark {
         // The main process itself (the group leader) does not count.
-        let clean = found.iter().all(|t| t.pid == pgid);
-        m.clean_sweep_forks = if clean { forks } else { 0 };
+        let clean = !unsettled && found.iter().all(|t| t.pid == pgid);
+        m.clean_sweep_forks = if clean && exact { forks } else { 0 };
     }
     found
 }
@@ -2031,6 +2067,13 @@ pub(crate) fn new_tag_name() -> String {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// Run by this thread's next sweep right after it read the last pid
+        /// handed out, before it reads anything else.
+        pub(super) static BETWEEN_READS: std::cell::Cell<Option<fn()>> =
+            const { std::cell::Cell::new(None) };
+    }
+
     fn kept_fd(slot: &KeptFile) -> Option<RawFd> {
         slot.lock().unwrap().as_ref().map(|(fd, ..)| fd.as_raw_fd())
     }
@@ -2317,15 +2360,66 @@ mod tests {
     }
 
     #[test]
+    fn a_process_forked_while_a_sweep_reads_is_found() {
+        // A descendant that left the group, started between the sweep's
+        // read of the last pid and its read of the fork count: the case a
+        // reordering of those reads once lost for good (counted, so the
+        // next sweep saw "nothing new", but outside the range looked at).
+        static ESCAPED: Mutex<Option<std::process::Child>> = Mutex::new(None);
+        fn fork_escapee() {
+            use std::os::unix::process::CommandExt;
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("30").env("DEVRIG_SPAWN_TEST", "1").process_group(0);
+            let child = cmd.spawn().unwrap();
+            // Past its exec (until then its environment reads empty: a
+            // case of its own, see `an_empty_environment_tells_nothing`).
+            let pid = child.id() as i32;
+            while environ_tags(pid, b"DEVRIG_SPAWN_TEST", b"DEVRIG_SPAWN_") != Some((true, true)) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            *ESCAPED.lock().unwrap() = Some(child);
+        }
+        let mut child = spawn_plain("exec sleep 30", &[]);
+        // Something created since the spawn, so the sweep reads the count.
+        std::process::Command::new("true").status().unwrap();
+        BETWEEN_READS.with(|f| f.set(Some(fork_escapee)));
+        let mut found = Vec::new();
+        for _ in 0..2 {
+            let pids = find_leftovers(child.pid, b"DEVRIG_SPAWN_TEST", Some(&mut child.mark));
+            found.extend(pids.into_iter().map(|t| t.pid));
+        }
+        let mut escapee = ESCAPED.lock().unwrap().take().expect("the hook ran");
+        let escaped = escapee.id() as i32;
+        escapee.kill().unwrap();
+        escapee.wait().unwrap();
+        kill_group(child.pid, libc::SIGKILL);
+        let _ = reap(&child.pidfd, child.pid);
+        assert!(found.contains(&escaped), "{escaped} not in {found:?}");
+    }
+
+    #[test]
     fn a_sweep_after_no_fork_but_the_childs_own_has_no_candidates() {
         let mark = SpawnMark::new(500, Some(1000), 1);
-        assert_eq!(pids_created_between(&mark, 1000, None), Some(Vec::new()));
-        assert_eq!(pids_created_between(&mark, 1001, None), Some(Vec::new()));
+        assert_eq!(
+            pids_created_between(&mark, 1000, None, true),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            pids_created_between(&mark, 1001, None, true),
+            Some(Vec::new())
+        );
         // A counter that went backwards (not /proc/stat's) bounds nothing.
-        assert_eq!(pids_created_between(&mark, 999, None), None);
+        assert_eq!(pids_created_between(&mark, 999, None, true), None);
         let mut clean = mark;
         clean.clean_sweep_forks = 1500;
-        assert_eq!(pids_created_between(&clean, 1500, None), Some(Vec::new()));
+        assert_eq!(
+            pids_created_between(&clean, 1500, None, true),
+            Some(Vec::new())
+        );
+        // A count known from earlier may miss a fork that was under way:
+        // no shortcut, the range is looked at (here: unknown, so None).
+        assert_eq!(pids_created_between(&mark, 1001, None, false), None);
+        assert_eq!(pids_created_between(&clean, 1500, None, false), None);
     }
 
     #[test]
@@ -2465,29 +2559,54 @@ mod tests {
         let pid = child.id() as i32;
         // The environment is in place once exec is done: wait for it.
         let until = Instant::now() + Duration::from_secs(10);
-        while !environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_").0 {
+        while environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_") != Some((true, true)) {
             assert!(Instant::now() < until, "the environment never showed");
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(
             environ_tags(pid, b"DEVRIG_SPAWN_7_8_10", b"DEVRIG_SPAWN_7_8_"),
-            (false, true)
+            Some((false, true))
         );
         // A name that only begins the same way is not the variable.
         assert_eq!(
             environ_tags(pid, b"DEVRIG_SPAWN_7_8_", b"DEVRIG_SPAWN_7_8_"),
-            (false, true)
+            Some((false, true))
         );
         assert_eq!(
             environ_tags(pid, b"DEVRIG_SPAWN_1_2_3", b"DEVRIG_SPAWN_1_2_"),
-            (false, false)
+            Some((false, false))
         );
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(
             environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_"),
-            (false, false)
+            Some((false, false))
         );
+    }
+
+    #[test]
+    fn an_empty_environment_tells_nothing() {
+        // What a process shows while it execs; here, for good.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Its command line is laid out with its environment: wait for it.
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map_or(true, |c| !c.starts_with(b"sleep"))
+        {
+            assert!(Instant::now() < until, "the exec never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            environ_tags(pid, b"DEVRIG_SPAWN_7_8_9", b"DEVRIG_SPAWN_7_8_"),
+            None
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
