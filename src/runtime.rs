@@ -78,13 +78,7 @@ impl CancelToken {
             let rt = unsafe { &*rt };
             // After fork() the eventfd is shared with the parent: leave it be.
             // SAFETY: getpid is async-signal-safe and has no arguments.
-            // One wake-up at a time: while one is pending, the dispatcher
-            // has yet to look at every run, this one included (it clears
-            // the flag before it looks). 500 stops in a row then cost the
-            // dispatcher a few wake-ups, not 500.
-            if rt.pid == unsafe { libc::getpid() } as u32
-                && !rt.wake_pending.swap(true, Ordering::SeqCst)
-            {
+            if rt.pid == unsafe { libc::getpid() } as u32 {
                 rt.wake();
             }
         }
@@ -182,9 +176,6 @@ pub(crate) struct Runtime {
     /// whose token is set. An eventfd write is async-signal-safe, a
     /// `Notify` is not.
     wake_fd: OwnedFd,
-    /// Set by the request that wrote to `wake_fd`, cleared by the
-    /// dispatcher before it looks at the runs.
-    wake_pending: AtomicBool,
     runs: Mutex<HashMap<u64, Arc<CancelToken>>>,
     next_id: AtomicU64,
 }
@@ -289,7 +280,6 @@ impl Runtime {
             pid: std::process::id(),
             // SAFETY: a fresh descriptor owned by nobody else.
             wake_fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            wake_pending: AtomicBool::new(false),
             runs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
@@ -336,7 +326,6 @@ impl Runtime {
                     );
                 }
                 guard.clear_ready();
-                self.wake_pending.store(false, Ordering::SeqCst);
                 let tokens: Vec<Arc<CancelToken>> = {
                     let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
                     runs.values()
