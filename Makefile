@@ -79,8 +79,11 @@ test-install: build
 test: check-header check-deps build test-rust test-install test-c test-python test-go
 	@echo "all test suites passed"
 
+# The pure core's unit tests run once more in a debug build, where
+# debug assertions and integer overflow checks are on.
 test-rust:
 	$(CARGO) test --release
+	$(CARGO) test --lib
 
 test-c: build
 	$(MAKE) --no-print-directory -C tests/c test
