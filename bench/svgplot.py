@@ -8,6 +8,7 @@ Two pictures say what the tables cannot:
   cases are read off the same curve.
 """
 import math
+import statistics
 from xml.sax.saxutils import escape
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
@@ -62,7 +63,7 @@ def strip(title, unit, rows, scale=1.0, ref=None):
         for x in v:
             body.append(f'<circle cx="{px(x):.1f}" cy="{y:.1f}" r="4" fill="{color}" '
                         f'fill-opacity="0.55"/>')
-        m = sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+        m = statistics.median(v)
         body.append(f'<line x1="{px(m):.1f}" y1="{y - 9:.1f}" x2="{px(m):.1f}" y2="{y + 9:.1f}" '
                     f'stroke="black" stroke-width="2"/>')
         if label == ref:

@@ -549,8 +549,9 @@ fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<
 struct Children {
     live: std::collections::BTreeMap<i32, u64>,
     freed: std::collections::BTreeMap<i32, u64>,
-    /// A reading of `processes` (/proc/stat) and, read just before it, the
-    /// last pid handed out, with what held that pid: see `forks_if_held`.
+    /// A reading of `processes` (/proc/stat), the last pid handed out
+    /// (the same read just before and just after it), and what held that
+    /// pid: see `forks_if_held`.
     forks_at: Option<(i32, Holder, u64)>,
 }
 
