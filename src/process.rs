@@ -549,11 +549,25 @@ fn waitid(pidfd: &OwnedFd, pid: i32, options: libc::c_int) -> io::Result<Option<
 struct Children {
     live: std::collections::BTreeMap<i32, u64>,
     freed: std::collections::BTreeMap<i32, u64>,
-    /// A reading of `processes` (/proc/stat), the last pid handed out
-    /// (the same read just before and just after it), and what held that
-    /// pid: see `forks_if_held`.
-    forks_at: Option<(i32, Holder, u64)>,
+    /// A reading of `processes` (/proc/stat): see `forks_if_held`.
+    forks_at: Option<ForksNoted>,
 }
+
+/// A `processes` count, with the last pid handed out (the same read just
+/// before and just after it), what held that pid then, and when.
+#[derive(Clone, Copy, Debug)]
+struct ForksNoted {
+    last: i32,
+    holder: Option<Holder>,
+    forks: u64,
+    at: Instant,
+}
+
+/// How long an unchanged last pid proves by itself that no pid was handed
+/// out since: going all the way round the pid space (at least 32768 pids
+/// with the default pid_max) takes far longer than this, at any fork rate.
+/// After it, the pid's holder must still be the same.
+const PID_WRAP_WINDOW: Duration = Duration::from_millis(10);
 
 /// What held a pid when it was noted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -644,11 +658,12 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
 }
 
 /// The `processes` count now, without reading /proc/stat, if `last` (the
-/// last pid handed out, just read) is the pid noted with the last reading
-/// and what held it then still holds it. Every new process or thread takes
-/// a pid from the one allocator, which cannot come round to a pid that is
-/// held: so none was created since the noted pid was read, and the count
-/// stands, short only of forks that had their pid but were not counted yet
+/// last pid handed out, just read) is the pid noted with the last reading,
+/// and either that reading is younger than `PID_WRAP_WINDOW` or what held
+/// the pid then still holds it. Every new process or thread takes the next
+/// pid in cyclic order from the one allocator, which cannot come round to a
+/// pid that is held, nor go all the way round within the window: so none
+/// was created since the noted pid was read, and the count stands, short only of forks that had their pid but were not counted yet
 /// when it was read. That is good for the wrap guard (far below half of
 /// pid_max) but not for concluding that nothing new appeared: a sweep with
 /// such a count takes no shortcut (see `pids_created_between`).
@@ -656,23 +671,32 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
 /// Stopping 500 services at once, the last pid handed out stays our last
 /// service's (or a host thread's) for the whole stop, so /proc/stat, the
 /// costliest file a sweep reads (its size grows with CPUs and interrupts),
-/// is read once instead of 500 times.
+/// is read once instead of 500 times. The window covers the stops that
+/// follow the reap of that last service (a host stopping its services
+/// newest first reaps it first) with a reading every 10 ms.
 fn forks_if_held(last: i32) -> Option<u64> {
     forks_if_held_in(&CHILDREN, last)
 }
 
 fn forks_if_held_in(children: &'static Mutex<Children>, last: i32) -> Option<u64> {
-    let (pid, holder, forks) = {
+    let noted = {
         let c = locked(children);
         let noted = c.forks_at?;
-        if let (pid, Holder::Child(seq), forks) = noted {
-            return (pid == last && c.live.get(&pid) == Some(&seq)).then_some(forks);
+        if noted.last != last {
+            return None;
+        }
+        if noted.at.elapsed() < PID_WRAP_WINDOW {
+            return Some(noted.forks);
+        }
+        if let Some(Holder::Child(seq)) = noted.holder {
+            return (c.live.get(&last) == Some(&seq)).then_some(noted.forks);
         }
         noted
     };
     // A process with the same start time: the same one (a different one
     // would need the allocator to go all the way round within one tick).
-    (pid == last && Some(holder) == started_holder(pid)).then_some(forks)
+    let held = noted.holder.is_some() && noted.holder == started_holder(last);
+    held.then_some(noted.forks)
 }
 
 /// Notes `forks`, read while `last` was the last pid handed out, for
@@ -682,12 +706,18 @@ fn note_forks(last: i32, forks: u64) {
 }
 
 fn note_forks_in(children: &'static Mutex<Children>, last: i32, forks: u64) {
+    let at = Instant::now();
     let child = locked(children)
         .live
         .get(&last)
         .map(|&seq| Holder::Child(seq));
     let holder = child.or_else(|| started_holder(last));
-    locked(children).forks_at = holder.map(|h| (last, h, forks));
+    locked(children).forks_at = Some(ForksNoted {
+        last,
+        holder,
+        forks,
+        at,
+    });
 }
 
 fn started_holder(pid: i32) -> Option<Holder> {
@@ -2332,14 +2362,25 @@ mod tests {
             forks_at: None,
         });
         let held = |last| forks_if_held_in(&C, last);
+        // Past the wrap window: only the holder can vouch for the count.
+        let age = || {
+            let mut c = locked(&C);
+            let n = c.forks_at.as_mut().unwrap();
+            n.at = Instant::now() - PID_WRAP_WINDOW * 2;
+        };
         let ghost = 1 << 23; // above any pid_max: no process has it
         locked(&C).live.insert(ghost, 5);
         note_forks_in(&C, ghost, 9000);
         assert_eq!(held(ghost), Some(9000));
         // Something was created since: the last pid moved.
         assert_eq!(held(ghost + 1), None);
-        // Reaped (removed before the reap): the pid may be handed out again.
+        // Reaped (removed before the reap): the pid is free, but the
+        // allocator cannot come round to it within the window...
         locked(&C).live.remove(&ghost);
+        assert_eq!(held(ghost), Some(9000));
+        assert_eq!(held(ghost - 1), None);
+        // ... and after it, it may have handed it out again.
+        age();
         assert_eq!(held(ghost), None);
         // Another child of ours on that pid (the allocator went round).
         locked(&C).live.insert(ghost, 8);
@@ -2348,16 +2389,19 @@ mod tests {
         // Not a child: held by whatever has that pid and start time.
         let me = std::process::id() as i32;
         note_forks_in(&C, me, 9100);
+        age();
         assert_eq!(held(me), Some(9100));
         let noted = locked(&C).forks_at;
-        locked(&C).forks_at = Some((me, Holder::Started(0), 9100));
+        locked(&C).forks_at.as_mut().unwrap().holder = Some(Holder::Started(0));
         assert_eq!(held(me), None, "another start time");
         locked(&C).forks_at = noted;
         assert_eq!(held(me), Some(9100));
-        // Nothing holds it (gone): nothing is noted.
+        // Nothing holds it (gone): only the window vouches for the count.
         note_forks_in(&C, ghost, 9200);
-        assert_eq!(held(ghost), None);
+        assert_eq!(held(ghost), Some(9200));
         assert_eq!(held(me), None);
+        age();
+        assert_eq!(held(ghost), None);
     }
 
     #[test]
