@@ -88,7 +88,10 @@ fn sigchld_of_a_restart_reaches_a_host_thread_only_when_the_host_handles_it() {
     let library_threads: Vec<i32> = restart_twice()
         .into_iter()
         .map(|(tid, blocked)| {
-            assert!(blocked, "library thread {tid} leaves SIGCHLD to its handler");
+            assert!(
+                blocked,
+                "library thread {tid} leaves SIGCHLD to its handler"
+            );
             tid
         })
         .collect();
@@ -97,9 +100,15 @@ fn sigchld_of_a_restart_reaches_a_host_thread_only_when_the_host_handles_it() {
     while HANDLED.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(HANDLED.load(Ordering::SeqCst) >= 1, "the host's handler never ran");
+    assert!(
+        HANDLED.load(Ordering::SeqCst) >= 1,
+        "the host's handler never ran"
+    );
     let on = HANDLED_ON.load(Ordering::SeqCst);
-    assert!(!library_threads.contains(&on), "handler ran on library thread {on}");
+    assert!(
+        !library_threads.contains(&on),
+        "handler ran on library thread {on}"
+    );
 
     // Back to the default: unblocked again at the next spawn.
     // SAFETY: restores the default disposition.
