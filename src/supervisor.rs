@@ -1397,27 +1397,14 @@ impl Run {
             if watch_cancel && requested.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Cancel);
             }
-            if timer_at.is_some() && sleep.as_mut().poll(cx).is_ready() {
-                // The timer was set for the earliest of the three.
-                if running_at == timer_at {
-                    return Poll::Ready(Wake::RunningDue);
-                }
-                if idle_at != timer_at {
-                    return Poll::Ready(Wake::Deadline);
-                }
-                // The idle timer and the rest of a line can become known
-                // in the same turn of the reactor (a reader held up longer
-                // than the idle time): read the stream that is due before
-                // cutting its line. The kernel is asked, not the reactor,
-                // which may not have seen the data yet.
-                for (i, s) in io.streams.iter().enumerate() {
-                    let due =
-                        !s.eof && s.asm.holds_data() && Some(s.last_data + IDLE_FLUSH) == idle_at;
-                    if due && process::bytes_pending(s.fd.get_ref()) {
-                        return Poll::Ready(Wake::Data(i));
-                    }
-                }
-                return Poll::Ready(Wake::Idle);
+            // A timer that is due comes before the streams. One that is not
+            // is armed only when nothing else is ready: armed at every turn
+            // (a partial line is held after almost every read of a flood),
+            // it woke the other worker, parked on the reactor, at every read
+            // to move its timeout, which cost a log flood a fifth of its
+            // throughput.
+            if timer_at.is_some_and(|t| Instant::now() >= t) {
+                return Poll::Ready(Self::timer_wake(io, running_at, idle_at, timer_at));
             }
             // The exit before the streams: a pipe that never runs dry (a
             // stranger that inherited it and writes for good) must not hide
@@ -1433,9 +1420,40 @@ impl Run {
                     return Poll::Ready(Wake::Data(i));
                 }
             }
+            if timer_at.is_some() && sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Self::timer_wake(io, running_at, idle_at, timer_at));
+            }
             Poll::Pending
         })
         .await
+    }
+
+    /// What a due timer means: the timer was set for the earliest of the
+    /// three deadlines.
+    fn timer_wake(
+        io: &ChildIo,
+        running_at: Option<Instant>,
+        idle_at: Option<Instant>,
+        timer_at: Option<Instant>,
+    ) -> Wake {
+        if running_at == timer_at {
+            return Wake::RunningDue;
+        }
+        if idle_at != timer_at {
+            return Wake::Deadline;
+        }
+        // The idle timer and the rest of a line can become known in the
+        // same turn of the reactor (a reader held up longer than the idle
+        // time): read the stream that is due before cutting its line. The
+        // kernel is asked, not the reactor, which may not have seen the
+        // data yet.
+        for (i, s) in io.streams.iter().enumerate() {
+            let due = !s.eof && s.asm.holds_data() && Some(s.last_data + IDLE_FLUSH) == idle_at;
+            if due && process::bytes_pending(s.fd.get_ref()) {
+                return Wake::Data(i);
+            }
+        }
+        Wake::Idle
     }
 
     /// Reads one chunk from stream `i`, splits it and delivers the lines.

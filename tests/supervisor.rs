@@ -324,6 +324,54 @@ fn a_flooding_stdout_starves_neither_stderr_nor_a_stop() {
 }
 
 #[test]
+fn a_partial_line_is_flushed_on_time_while_the_other_stream_floods() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // stdout never runs dry (the handler is slower than `yes`), so the idle
+    // timer of stderr's partial line is never armed: it must still be seen
+    // to be due at one of the many turns that find stdout ready.
+    let mut cfg = Config::new(
+        "partial-under-flood",
+        "yes 0123456789abcdef & sleep 0.2; printf partial >&2; wait",
+    )
+    .unwrap();
+    cfg.policy = fast(RestartMode::Never);
+    let s = Supervisor::new(cfg).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let flooded = Arc::new(AtomicU64::new(0));
+    let f = flooded.clone();
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        for l in lines {
+            if l.stream == devrig::Stream::Stderr {
+                let text = String::from_utf8_lossy(l.text()).into_owned();
+                tx.lock().unwrap().send((text, Instant::now())).unwrap();
+            } else {
+                f.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    })))
+    .unwrap();
+    let t0 = Instant::now();
+    s.start().unwrap();
+    let (line, at) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the partial stderr line was never flushed while stdout flooded");
+    assert_eq!(line, "partial");
+    // 0.2 s before the printf, 0.25 s of idle time: generous bounds.
+    assert!(at - t0 >= Duration::from_millis(400), "{:?}", at - t0);
+    assert!(at - t0 < Duration::from_secs(10), "{:?}", at - t0);
+    let before = flooded.load(Ordering::Relaxed);
+    assert!(before > 0, "stdout was not flowing");
+    s.cancel().unwrap();
+    s.wait(Some(Duration::from_secs(20))).unwrap();
+    assert!(
+        flooded.load(Ordering::Relaxed) > before,
+        "the flood stopped"
+    );
+}
+
+#[test]
 fn a_reader_held_up_past_the_idle_flush_does_not_cut_a_line_whose_rest_is_waiting() {
     // "hel" is read and held as a partial line; the stderr line's handler
     // then holds the reader for 600 ms, longer than the 250 ms idle flush,
