@@ -235,49 +235,6 @@ pub(crate) fn on_library_thread() -> bool {
 
 thread_local! {
     static LIBRARY_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Whether this library thread currently leaves SIGCHLD unblocked.
-    static SIGCHLD_OPEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Called before a spawn: lets the exit of a child spawned on a library
-/// thread go unnoticed when the host has no SIGCHLD handler.
-///
-/// The kernel sends SIGCHLD to the thread that spawned the child. A thread
-/// that blocks it makes the kernel queue it for the whole process and wake
-/// a host thread, only to discard it there (the default action ignores it):
-/// a wasted wake-up of the host per child exit, about 8% of a restart cycle
-/// here. A thread that leaves it unblocked lets the kernel drop it when it
-/// is sent. That is only right while the disposition is the default: a
-/// host that installed a handler (the Go runtime always does) keeps having
-/// it run on its own threads, so SIGCHLD stays blocked then. On the host's
-/// own threads (the first spawn of `start`) nothing is changed.
-pub(crate) fn settle_sigchld_mask() {
-    if !on_library_thread() {
-        return;
-    }
-    // SAFETY: sigaction with a null new action only reads the disposition
-    // into a local.
-    let default = unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) == 0
-            && old.sa_sigaction == libc::SIG_DFL
-    };
-    if SIGCHLD_OPEN.with(|c| c.replace(default)) == default {
-        return;
-    }
-    // SAFETY: a local one-signal set; pthread_sigmask changes the calling
-    // (library) thread's mask only.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        let how = if default {
-            libc::SIG_UNBLOCK
-        } else {
-            libc::SIG_BLOCK
-        };
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
-    }
 }
 
 fn block_async_signals() {

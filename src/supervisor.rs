@@ -960,7 +960,6 @@ impl Run {
             self.write_state(Phase::Starting);
         }
         let at = Instant::now();
-        runtime::settle_sigchld_mask();
         let child = process::spawn(&process::SpawnSpec {
             command: &self.cfg.command,
             working_dir: self.cfg.working_dir.as_deref(),
