@@ -1097,10 +1097,6 @@ impl Run {
         if cancelled {
             self.emit_stopping(pid);
             process::signal_service(io.pidfd.get_ref(), pid, libc::SIGTERM);
-            // Most services die at once on SIGTERM: on this CPU, let the
-            // child run first. Found gone, it needs no grace timer, whose
-            // arming would wake the worker parked on the reactor.
-            std::thread::yield_now();
             let deadline = Instant::now().checked_add(self.cfg.stop_grace);
             // Wait for the main process before sweeping for escaped
             // descendants: most services exit at once, and the sweep's CPU
