@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -565,10 +565,16 @@ struct ForksNoted {
 }
 
 /// How long an unchanged last pid proves by itself that no pid was handed
-/// out since: going all the way round the pid space (at least 32768 pids
-/// with the default pid_max) takes far longer than this, at any fork rate.
-/// After it, the pid's holder must still be the same.
-const PID_WRAP_WINDOW: Duration = Duration::from_millis(10);
+/// out since, when at least `MIN_FREE_PIDS` pids are free: going all the
+/// way round means handing out every free pid, 16384 in 5 ms being 3.3
+/// million per second. That is over a hundred times what a 2-CPU VM manages
+/// (26 thousand threads per second, two processes at it), and more CPUs do
+/// not multiply it: every creation takes the namespace's pid lock and the
+/// task list's write lock in turn. With fewer free pids (a small pid_max:
+/// since Linux 6.14 each pid namespace has its own, down to 301; or a
+/// nearly full pid space) only the pid's holder can vouch for the count.
+const PID_WRAP_WINDOW: Duration = Duration::from_millis(5);
+const MIN_FREE_PIDS: i64 = 16384;
 
 /// What held a pid when it was noted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -658,14 +664,15 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
     seq > mark.seq_after
 }
 
-/// The `processes` count now, without reading /proc/stat, if `last` (the
-/// last pid handed out, just read) is the pid noted with the last reading,
-/// and either that reading is younger than `PID_WRAP_WINDOW` or what held
-/// the pid then still holds it. Every new process or thread takes the next
-/// pid in cyclic order from the one allocator, which cannot come round to a
-/// pid that is held, nor go all the way round within the window: so none
-/// was created since the noted pid was read, and the count stands, short only of forks that had their pid but were not counted yet
-/// when it was read. That is good for the wrap guard (far below half of
+/// The `processes` count now, without reading /proc/stat, if `at` (the last
+/// pid handed out, just read, and the number of tasks) shows the pid noted
+/// with the last reading, and either what held the pid then still holds it
+/// or the reading is younger than `PID_WRAP_WINDOW` with enough pids free.
+/// Every new process or thread takes the next free pid in cyclic order from
+/// the one allocator, which cannot come round to a pid that is held, nor go
+/// all the way round within the window: so none was created since the noted
+/// pid was read, and the count stands, short only of forks that had their
+/// pid but were not counted yet when it was read. That is good for the wrap guard (far below half of
 /// pid_max) but not for concluding that nothing new appeared: a sweep with
 /// such a count takes no shortcut (see `pids_created_between`).
 ///
@@ -674,19 +681,26 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
 /// costliest file a sweep reads (its size grows with CPUs and interrupts),
 /// is read once instead of 500 times. The window covers the stops that
 /// follow the reap of that last service (a host stopping its services
-/// newest first reaps it first) with a reading every 10 ms.
-fn forks_if_held(last: i32) -> Option<u64> {
-    forks_if_held_in(&CHILDREN, last)
+/// newest first reaps it first) with a reading every 5 ms.
+fn forks_if_held(at: PidCursor) -> Option<u64> {
+    forks_if_held_in(&CHILDREN, at, pid_max())
 }
 
-fn forks_if_held_in(children: &'static Mutex<Children>, last: i32) -> Option<u64> {
+fn forks_if_held_in(
+    children: &'static Mutex<Children>,
+    at: PidCursor,
+    pid_max: i64,
+) -> Option<u64> {
+    let last = at.last;
+    // 300: the pids below it are handed out only once, at boot.
+    let plenty_free = pid_max - 300 - at.tasks as i64 >= MIN_FREE_PIDS;
     let noted = {
         let c = locked(children);
         let noted = c.forks_at?;
         if noted.last != last {
             return None;
         }
-        if noted.at.elapsed() < PID_WRAP_WINDOW {
+        if plenty_free && noted.at.elapsed() < PID_WRAP_WINDOW {
             return Some(noted.forks);
         }
         if let Some(Holder::Child(seq)) = noted.holder {
@@ -1242,16 +1256,38 @@ fn read_kept(slot: &'static KeptFile, path: &str, buf: &mut [u8]) -> io::Result<
     })
 }
 
-/// The pid most recently allocated in our pid namespace: the last field of
-/// /proc/loadavg (the same cursor as /proc/sys/kernel/ns_last_pid, which
-/// costs half as much again to read).
-fn last_allocated_pid() -> Option<i32> {
+/// Where the pid allocator stands: the pid most recently handed out in our
+/// pid namespace, and the number of tasks (processes and threads) on the
+/// machine, an upper bound of the pids in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PidCursor {
+    last: i32,
+    tasks: u64,
+}
+
+/// From /proc/loadavg's last two fields, "running/tasks last" (the last pid
+/// is the same cursor as /proc/sys/kernel/ns_last_pid, which costs half as
+/// much again to read).
+fn pid_cursor() -> Option<PidCursor> {
     let mut buf = [0u8; 128];
     // Kept open: every sweep starts here.
     let n = read_kept(&KEPT_LOADAVG, "/proc/loadavg", &mut buf).ok()?;
-    let text = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
-    let last = text.rsplit(|&b| b == b' ').next()?;
-    parse_num(last).map(|v| v as i32)
+    parse_loadavg(&buf[..n])
+}
+
+fn parse_loadavg(text: &[u8]) -> Option<PidCursor> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut fields = text.rsplit(|&b| b == b' ');
+    let last = parse_num(fields.next()?)? as i32;
+    let tasks = fields.next()?.rsplit(|&b| b == b'/').next()?;
+    Some(PidCursor {
+        last,
+        tasks: parse_num(tasks)? as u64,
+    })
+}
+
+fn last_allocated_pid() -> Option<i32> {
+    pid_cursor().map(|c| c.last)
 }
 
 fn read_proc_number(path: &str) -> Option<i64> {
@@ -1260,9 +1296,21 @@ fn read_proc_number(path: &str) -> Option<i64> {
     parse_num(&buf[..n])
 }
 
+/// Read again once a second at most: since Linux 6.14 each pid namespace
+/// has its own, which can be changed at any time. (Atomics, not a lock: a
+/// lock held by another thread at a fork would stay held in the child.)
 fn pid_max() -> i64 {
-    static MAX: OnceLock<i64> = OnceLock::new();
-    *MAX.get_or_init(|| read_proc_number("/proc/sys/kernel/pid_max").unwrap_or(32768))
+    static MAX: AtomicI64 = AtomicI64::new(0);
+    static READ_AT_MS: AtomicU64 = AtomicU64::new(0);
+    let now = forks_epoch_ms();
+    let max = MAX.load(Ordering::Acquire);
+    if max > 0 && now.saturating_sub(READ_AT_MS.load(Ordering::Acquire)) < 1000 {
+        return max;
+    }
+    let max = read_proc_number("/proc/sys/kernel/pid_max").unwrap_or(32768);
+    MAX.store(max, Ordering::Release);
+    READ_AT_MS.store(now, Ordering::Release);
+    max
 }
 
 /// The pids that processes created after `mark` can have, when that can be
@@ -1280,7 +1328,8 @@ fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64, bool) {
     // out, no process was created since. /proc/loadavg, which says so,
     // costs a fraction of /proc/stat, and on a quiet machine this is the
     // answer of most sweeps.
-    let first = last_allocated_pid();
+    let cursor = pid_cursor();
+    let first = cursor.map(|c| c.last);
     #[cfg(test)]
     tests::BETWEEN_READS.with(|f| f.take().map(|f| f()));
     if nothing_created_since(mark, first) {
@@ -1289,7 +1338,7 @@ fn pids_created_since(mark: &SpawnMark) -> (Option<Vec<i32>>, u64, bool) {
     if mark.forks == 0 {
         return (None, 0, false);
     }
-    if let Some(forks) = first.and_then(forks_if_held) {
+    if let Some(forks) = cursor.and_then(forks_if_held) {
         // No pid handed out since `first` was noted: the range ends there.
         return (
             pids_created_between(mark, forks, first, false),
@@ -2388,7 +2437,11 @@ mod tests {
             freed: std::collections::BTreeMap::new(),
             forks_at: None,
         });
-        let held = |last| forks_if_held_in(&C, last);
+        let cursor = |last| PidCursor { last, tasks: 100 };
+        let held = |last| forks_if_held_in(&C, cursor(last), 4_194_304);
+        // A small pid_max (or a full pid space): few pids are free, so the
+        // allocator could go round within the window.
+        let held_few_free = |last| forks_if_held_in(&C, cursor(last), 400);
         // Past the wrap window: only the holder can vouch for the count.
         let age = || {
             let mut c = locked(&C);
@@ -2399,6 +2452,7 @@ mod tests {
         locked(&C).live.insert(ghost, 5);
         note_forks_in(&C, ghost, 9000);
         assert_eq!(held(ghost), Some(9000));
+        assert_eq!(held_few_free(ghost), Some(9000), "held by a live child");
         // Something was created since: the last pid moved.
         assert_eq!(held(ghost + 1), None);
         // Reaped (removed before the reap): the pid is free, but the
@@ -2406,6 +2460,8 @@ mod tests {
         locked(&C).live.remove(&ghost);
         assert_eq!(held(ghost), Some(9000));
         assert_eq!(held(ghost - 1), None);
+        // ... unless few pids are free.
+        assert_eq!(held_few_free(ghost), None);
         // ... and after it, it may have handed it out again.
         age();
         assert_eq!(held(ghost), None);
@@ -2426,9 +2482,32 @@ mod tests {
         // Nothing holds it (gone): only the window vouches for the count.
         note_forks_in(&C, ghost, 9200);
         assert_eq!(held(ghost), Some(9200));
+        assert_eq!(held_few_free(ghost), None);
         assert_eq!(held(me), None);
         age();
         assert_eq!(held(ghost), None);
+    }
+
+    #[test]
+    fn loadavg_gives_the_last_pid_and_the_number_of_tasks() {
+        let c = parse_loadavg(b"0.52 1.18 1.57 2/81 29292\n");
+        assert_eq!(
+            c,
+            Some(PidCursor {
+                last: 29292,
+                tasks: 81
+            })
+        );
+        assert_eq!(
+            parse_loadavg(b"0.00 0.00 0.00 1/4194303 4194301"),
+            Some(PidCursor {
+                last: 4194301,
+                tasks: 4194303
+            })
+        );
+        assert_eq!(parse_loadavg(b"garbage"), None);
+        let now = pid_cursor().unwrap();
+        assert!(now.tasks >= 1 && now.last > 0, "{now:?}");
     }
 
     #[test]
