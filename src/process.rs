@@ -672,9 +672,10 @@ fn freed_after(seq: u64, mark: &SpawnMark) -> bool {
 /// the one allocator, which cannot come round to a pid that is held, nor go
 /// all the way round within the window: so none was created since the noted
 /// pid was read, and the count stands, short only of forks that had their
-/// pid but were not counted yet when it was read. That is good for the wrap guard (far below half of
-/// pid_max) but not for concluding that nothing new appeared: a sweep with
-/// such a count takes no shortcut (see `pids_created_between`).
+/// pid but were not counted yet when it was read. That is good for the wrap
+/// guard (far below half of pid_max) but not for concluding that nothing
+/// new appeared: a sweep with such a count takes no shortcut (see
+/// `pids_created_between`).
 ///
 /// Stopping 500 services at once, the last pid handed out stays our last
 /// service's (or a host thread's) for the whole stop, so /proc/stat, the
@@ -929,7 +930,7 @@ pub(crate) fn boot_id() -> &'static str {
 /// in the time namespace of the reader (here, ours): so the same clock read
 /// now, rounded down, is never later. One tick less allows for the rounding
 /// of clock rates that do not divide a second evenly.
-pub(crate) fn ticks_now_lower_bound() -> Option<u64> {
+fn ticks_now_lower_bound() -> Option<u64> {
     // SAFETY: clock_gettime writes one timespec to a local.
     let ts = unsafe {
         let mut ts: libc::timespec = std::mem::zeroed();
@@ -1079,9 +1080,8 @@ pub(crate) struct SpawnMark {
     start_ticks: Option<u64>,
     /// A start time in clock ticks no later than the child's, from the
     /// clock read before the spawn (0: unknown). Sweeps use it, not the
-    /// child's own: any look at /proc/PID of the child leaves dentries that
-    /// its reap must then invalidate, which made up a tenth of the CPU time
-    /// of stopping 500 services in a Go host.
+    /// child's own, which would cost them an open, read and close of
+    /// /proc/PID/stat (and leave dentries for the reap to invalidate).
     pub since_ticks: u64,
     /// Set when someone else reaped the child (a host calling waitpid(-1)):
     /// its pid is no longer held, so the allocator may hand it out again.

@@ -279,61 +279,19 @@ fn maximal_policy_values_work_and_cancel_during_backoff_is_immediate() {
     assert_eq!((o.kind, o.restarts), (OutcomeKind::Cancelled, 0));
 }
 
-#[test]
-fn a_flooding_stdout_starves_neither_stderr_nor_a_stop() {
+/// A service whose stdout floods (`yes`; the handler is slower than it, so
+/// the pipe never runs dry) while `then` writes to stderr, not started yet;
+/// its stderr lines, with when each was delivered; its count of stdout lines.
+fn flood_with_stderr(
+    name: &str,
+    then: &str,
+) -> (
+    Supervisor,
+    std::sync::mpsc::Receiver<(String, Instant)>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    // stdout is readable without a pause from the start (the handler is
-    // slower than `yes`, so its pipe is never drained); the stderr line
-    // comes once the flood is under way, and the stop lands in the middle
-    // of it.
-    let mut cfg = Config::new(
-        "flood",
-        "yes 0123456789abcdef & sleep 0.2; echo on-stderr >&2; wait",
-    )
-    .unwrap();
-    cfg.policy = fast(RestartMode::Never);
-    let s = Supervisor::new(cfg).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let tx = Mutex::new(tx);
-    let flooded = Arc::new(AtomicU64::new(0));
-    let f = flooded.clone();
-    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
-        for l in lines {
-            if l.stream == devrig::Stream::Stderr {
-                let text = String::from_utf8_lossy(l.text()).into_owned();
-                tx.lock().unwrap().send(text).unwrap();
-            } else {
-                f.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    })))
-    .unwrap();
-    s.start().unwrap();
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the stderr line never came while stdout flooded");
-    assert_eq!(line, "on-stderr");
-    let before = flooded.load(Ordering::Relaxed);
-    assert!(before > 0, "stdout was not flowing");
-    s.cancel().unwrap();
-    s.wait(Some(Duration::from_secs(20))).unwrap();
-    assert!(s.is_done(), "the stop was starved by the flood");
-    assert_eq!(s.outcome().kind, OutcomeKind::Cancelled);
-    assert!(flooded.load(Ordering::Relaxed) > before);
-}
-
-#[test]
-fn a_partial_line_is_flushed_on_time_while_the_other_stream_floods() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    // stdout never runs dry (the handler is slower than `yes`), so the idle
-    // timer of stderr's partial line is never armed: it must still be seen
-    // to be due at one of the many turns that find stdout ready.
-    let mut cfg = Config::new(
-        "partial-under-flood",
-        "yes 0123456789abcdef & sleep 0.2; printf partial >&2; wait",
-    )
-    .unwrap();
+    let mut cfg = Config::new(name, &format!("yes 0123456789abcdef & {then}; wait")).unwrap();
     cfg.policy = fast(RestartMode::Never);
     let s = Supervisor::new(cfg).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -352,6 +310,38 @@ fn a_partial_line_is_flushed_on_time_while_the_other_stream_floods() {
         std::thread::sleep(Duration::from_millis(1));
     })))
     .unwrap();
+    (s, rx, flooded)
+}
+
+#[test]
+fn a_flooding_stdout_starves_neither_stderr_nor_a_stop() {
+    use std::sync::atomic::Ordering;
+    // stdout is readable without a pause from the start; the stderr line
+    // comes once the flood is under way, and the stop lands in the middle
+    // of it.
+    let (s, rx, flooded) = flood_with_stderr("flood", "sleep 0.2; echo on-stderr >&2");
+    s.start().unwrap();
+    let (line, _) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the stderr line never came while stdout flooded");
+    assert_eq!(line, "on-stderr");
+    let before = flooded.load(Ordering::Relaxed);
+    assert!(before > 0, "stdout was not flowing");
+    s.cancel().unwrap();
+    s.wait(Some(Duration::from_secs(20))).unwrap();
+    assert!(s.is_done(), "the stop was starved by the flood");
+    assert_eq!(s.outcome().kind, OutcomeKind::Cancelled);
+    assert!(flooded.load(Ordering::Relaxed) > before);
+}
+
+#[test]
+fn a_partial_line_is_flushed_on_time_while_the_other_stream_floods() {
+    use std::sync::atomic::Ordering;
+    // stdout never runs dry, so the idle timer of stderr's partial line is
+    // never armed: it must still be seen to be due at one of the many turns
+    // that find stdout ready.
+    let (s, rx, flooded) =
+        flood_with_stderr("partial-under-flood", "sleep 0.2; printf partial >&2");
     let t0 = Instant::now();
     s.start().unwrap();
     let (line, at) = rx
