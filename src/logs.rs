@@ -308,43 +308,62 @@ const CASE: u64 = 0x2020_2020_2020_2020;
 /// `detect_level` for text known to be one line, which the log path has
 /// already split (a newline here is just another non-letter).
 ///
-/// This runs over every line the children write, so it looks at eight bytes
-/// at a time and stops only where a word starts: a letter whose previous
-/// byte is not one. A 64-byte line of two words costs eight such steps.
+/// This runs over every line the children write, so it looks at sixteen
+/// bytes at a time (two words of eight: one branch for both) and stops only
+/// where a word starts: a letter whose previous byte is not one. A 64-byte
+/// line of two words costs four such steps.
 fn line_level(line: &[u8]) -> Level {
     let head = &line[..line.len().min(256)];
     // Bit 7 of the byte before the current chunk, if it is a letter.
     let mut carry = 0u64;
-    let whole = head.len() & !7;
     let mut base = 0;
-    while base < whole {
-        let chunk: [u8; 8] = head[base..base + 8].try_into().unwrap_or([0; 8]);
-        let letters = letter_bits(u64::from_le_bytes(chunk));
-        let starts = letters & !((letters << 8) | carry);
-        if starts != 0 {
-            if let Some(level) = level_at_starts(head, base, starts) {
+    let mut pairs = head.chunks_exact(16);
+    for pair in &mut pairs {
+        let (a, b) = pair.split_at(8);
+        let la = letter_bits(le_word(a));
+        let lb = letter_bits(le_word(b));
+        let sa = la & !((la << 8) | carry);
+        let sb = lb & !((lb << 8) | (la >> 56));
+        if sa | sb != 0 {
+            if let Some(level) = level_at_starts(head, base, sa) {
+                return level;
+            }
+            if let Some(level) = level_at_starts(head, base + 8, sb) {
                 return level;
             }
         }
+        carry = lb >> 56;
+        base += 16;
+    }
+    let mut rest = pairs.remainder();
+    if rest.len() >= 8 {
+        let letters = letter_bits(le_word(&rest[..8]));
+        let starts = letters & !((letters << 8) | carry);
+        if let Some(level) = level_at_starts(head, base, starts) {
+            return level;
+        }
         carry = letters >> 56;
         base += 8;
+        rest = &rest[8..];
     }
-    let rest = &head[whole..];
     if rest.is_empty() {
         return Level::Unknown;
     }
     let x = match head.len().checked_sub(8) {
         // The last eight bytes, shifted so that `rest` comes first and
         // zeros (non-letters) follow: one load rather than a copy.
-        Some(from) => {
-            let tail: [u8; 8] = head[from..].try_into().unwrap_or([0; 8]);
-            u64::from_le_bytes(tail) >> (8 * (8 - rest.len()))
-        }
+        Some(from) => le_word(&head[from..]) >> (8 * (8 - rest.len())),
         None => le_bytes(rest),
     };
     let letters = letter_bits(x);
     let starts = letters & !((letters << 8) | carry);
     level_at_starts(head, base, starts).unwrap_or(Level::Unknown)
+}
+
+/// Eight bytes (`b` holds exactly eight) as a little-endian integer.
+#[inline(always)]
+fn le_word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
 }
 
 /// Bit 7 of each byte of `x` (eight bytes, first byte lowest) set iff that
