@@ -13,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEVRIG_HEADER_OUT");
     // C users link against libdevrig.so.0; the soname changes only with the ABI.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdevrig.so.0");
+    link_soname_in_target_dir();
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let version = env::var("CARGO_PKG_VERSION").unwrap();
     let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
@@ -33,5 +34,29 @@ fn main() {
     bindings.write_to_file(&out);
     if let Ok(extra) = env::var("DEVRIG_HEADER_OUT") {
         bindings.write_to_file(extra);
+    }
+}
+
+/// A program linked with `-L target/release -ldevrig` asks the loader for
+/// the soname, libdevrig.so.0, so that name must exist beside libdevrig.so
+/// after a plain `cargo build`, not only after `make build`. The link is
+/// made in the profile directory (OUT_DIR is PROFILE/build/PKG-HASH/out);
+/// it may dangle until the library is linked, which happens right after.
+/// Failing to make it only warns: `make build` makes it again.
+fn link_soname_in_target_dir() {
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let Some(profile_dir) = out.ancestors().nth(3) else {
+        return;
+    };
+    let link = profile_dir.join("libdevrig.so.0");
+    if std::fs::read_link(&link).is_ok_and(|t| t == std::path::Path::new("libdevrig.so")) {
+        return;
+    }
+    let _ = std::fs::remove_file(&link);
+    if let Err(e) = std::os::unix::fs::symlink("libdevrig.so", &link) {
+        println!(
+            "cargo:warning=could not link {} to libdevrig.so: {e}",
+            link.display()
+        );
     }
 }
