@@ -461,7 +461,10 @@ enum devrig_status devrig_run(struct devrig_supervisor *sup);
 /**
  * Starts the run in the background and returns once the first spawn has
  * been attempted: DEVRIG_E_SPAWN if it failed (the run has then ended).
- * A second devrig_run/devrig_start is DEVRIG_E_STATE.
+ * A second devrig_run/devrig_start is DEVRIG_E_STATE. From a libdevrig
+ * callback it may be called too, with one difference: after
+ * DEVRIG_E_SPAWN the run's SPAWN_FAILED and FAILED events, and its end,
+ * may come after the return (a callback must not wait for another run).
  */
 enum devrig_status devrig_start(struct devrig_supervisor *sup);
 
@@ -497,8 +500,11 @@ enum devrig_status devrig_cancel(struct devrig_supervisor *sup);
 void devrig_free(struct devrig_supervisor *sup);
 
 /**
- * Fills `*out` with the outcome (kind DEVRIG_OUTCOME_NONE until the run has
- * ended). `out->message` is owned by the handle and valid until devrig_free.
+ * Fills `*out` with the outcome: kind DEVRIG_OUTCOME_NONE until the run has
+ * ended, which it has when its terminal event (STOPPED or FAILED) is
+ * emitted: that event's callback, and any thread it wakes, already finds
+ * the outcome. `out->message` is owned by the handle and valid until
+ * devrig_free.
  */
 enum devrig_status devrig_outcome_get(const struct devrig_supervisor *sup,
                                       struct devrig_outcome *out);

@@ -775,7 +775,10 @@ pub unsafe extern "C" fn devrig_run(sup: *mut devrig_supervisor) -> devrig_statu
 
 /// Starts the run in the background and returns once the first spawn has
 /// been attempted: DEVRIG_E_SPAWN if it failed (the run has then ended).
-/// A second devrig_run/devrig_start is DEVRIG_E_STATE.
+/// A second devrig_run/devrig_start is DEVRIG_E_STATE. From a libdevrig
+/// callback it may be called too, with one difference: after
+/// DEVRIG_E_SPAWN the run's SPAWN_FAILED and FAILED events, and its end,
+/// may come after the return (a callback must not wait for another run).
 #[no_mangle]
 pub unsafe extern "C" fn devrig_start(sup: *mut devrig_supervisor) -> devrig_status {
     boundary(|| {
@@ -872,8 +875,11 @@ pub unsafe extern "C" fn devrig_free(sup: *mut devrig_supervisor) {
     }));
 }
 
-/// Fills `*out` with the outcome (kind DEVRIG_OUTCOME_NONE until the run has
-/// ended). `out->message` is owned by the handle and valid until devrig_free.
+/// Fills `*out` with the outcome: kind DEVRIG_OUTCOME_NONE until the run has
+/// ended, which it has when its terminal event (STOPPED or FAILED) is
+/// emitted: that event's callback, and any thread it wakes, already finds
+/// the outcome. `out->message` is owned by the handle and valid until
+/// devrig_free.
 #[no_mangle]
 pub unsafe extern "C" fn devrig_outcome_get(
     sup: *const devrig_supervisor,

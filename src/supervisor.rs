@@ -190,16 +190,25 @@ impl Inner {
         // The first spawn happens here, on the caller's thread, which waits
         // for its result anyway: handing it to a worker and back cost two
         // thread switches per start, and several host threads can now start
-        // services side by side. From a callback (a library thread) the run
-        // spawns it, as it does every later child.
+        // services side by side. Its events are held for the run to emit.
         let from_library = runtime::on_library_thread();
-        if !from_library && !inner.cancel.is_requested() {
+        if !inner.cancel.is_requested() {
             run.held_events = Some(Vec::new());
             let mut first = run.spawn_child();
             first.held_events = run.held_events.take().unwrap_or_default();
             run.first_spawn = Some(Box::new(first));
         }
         let spawned = matches!(&run.first_spawn, Some(s) if s.child.is_ok());
+        // The error the run will end with, known now: a callback (a library
+        // thread) cannot wait for the run to get there.
+        let spawn_error = match &run.first_spawn {
+            Some(s) => s
+                .child
+                .as_ref()
+                .err()
+                .map(|e| Error::Spawn(run.spawn_error(e))),
+            None => None,
+        };
         // One task per run, which also publishes the outcome: a panic inside
         // the driver (a bug, or a callback's panic payload that panics when
         // dropped) ends the run instead of leaving its waiters blocked.
@@ -227,14 +236,19 @@ impl Inner {
                 (Err(Error::Panic(msg)), outcome)
             });
             runtime::get().unregister(reg);
+            // Set already by `Run::end`, unless the run panicked.
             let _ = inner.outcome.set(outcome);
             *lock(&inner.status) = Status::Done(result);
             inner.changed.notify_all();
         });
         if from_library {
-            // Blocking a worker on another task could starve the runtime;
-            // a spawn failure is then reported by wait() and the outcome.
-            return Ok(());
+            // Blocking a worker on another task could starve the runtime: a
+            // failed first spawn is reported at once, and the run's
+            // SPAWN_FAILED and FAILED events may follow this return.
+            return match spawn_error {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
         }
         let mut st = lock(&self.status);
         if spawned {
@@ -502,7 +516,8 @@ impl Supervisor {
         !matches!(*lock(&self.inner.status), Status::Idle)
     }
 
-    /// The outcome; kind `None` until the run has ended.
+    /// The outcome; kind `None` until the run has ended (it is set before
+    /// the terminal event is emitted).
     pub fn outcome(&self) -> Outcome {
         self.inner.outcome.get().cloned().unwrap_or_default()
     }
@@ -849,10 +864,7 @@ impl Run {
                     self.emit(ev);
                     if first {
                         self.write_state(Phase::Failed);
-                        let mut ev = self.event(EventKind::Failed);
-                        ev.message = msg.clone();
-                        self.emit(ev);
-                        let outcome = self.outcome(OutcomeKind::Failed, msg.clone());
+                        let outcome = self.end(EventKind::Failed, OutcomeKind::Failed, msg.clone());
                         return (Err(Error::Spawn(msg)), outcome);
                     }
                     last_spawn_error = Some(msg);
@@ -896,10 +908,10 @@ impl Run {
                         r.pid = 0;
                     }
                     self.write_state(Phase::Stopped);
-                    let mut ev = self.event(EventKind::Stopped);
-                    ev.message = msg.clone();
-                    self.emit(ev);
-                    return (Ok(()), self.outcome(OutcomeKind::Completed, msg));
+                    return (
+                        Ok(()),
+                        self.end(EventKind::Stopped, OutcomeKind::Completed, msg),
+                    );
                 }
                 Decision::GiveUp(why) => {
                     let mut msg = why.to_string();
@@ -910,10 +922,10 @@ impl Run {
                         r.pid = 0;
                     }
                     self.write_state(Phase::Failed);
-                    let mut ev = self.event(EventKind::Failed);
-                    ev.message = msg.clone();
-                    self.emit(ev);
-                    return (Ok(()), self.outcome(OutcomeKind::Failed, msg));
+                    return (
+                        Ok(()),
+                        self.end(EventKind::Failed, OutcomeKind::Failed, msg),
+                    );
                 }
                 Decision::Restart { delay_ms, .. } => {
                     let mut ev = self.event(EventKind::Backoff);
@@ -1009,10 +1021,23 @@ impl Run {
             r.pid = 0;
         }
         self.write_state(Phase::Stopped);
-        let mut ev = self.event(EventKind::Stopped);
-        ev.message = msg.clone();
+        (
+            Ok(()),
+            self.end(EventKind::Stopped, OutcomeKind::Cancelled, msg),
+        )
+    }
+
+    /// Ends the run: publishes the outcome, then emits the terminal event.
+    /// In that order, so that the terminal event's callback, and whoever it
+    /// wakes, finds the outcome already set (the run is done, and waiters
+    /// are released, only after the callback has returned).
+    fn end(&mut self, terminal: EventKind, kind: OutcomeKind, message: String) -> Outcome {
+        let outcome = self.outcome(kind, message.clone());
+        let _ = self.inner.outcome.set(outcome.clone());
+        let mut ev = self.event(terminal);
+        ev.message = message;
         self.emit(ev);
-        (Ok(()), self.outcome(OutcomeKind::Cancelled, msg))
+        outcome
     }
 
     /// Watches one child from spawn to reaped, leaving nothing behind.

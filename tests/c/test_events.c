@@ -473,6 +473,93 @@ static void test_cancel_from_callback(void) {
   fixture_done(&f);
 }
 
+/* The outcome is set when the terminal event is emitted: its callback, and
+ * any thread it wakes, reads the final outcome, matching the event. */
+static devrig_outcome_kind terminal_outcome_kind;
+static char terminal_outcome_msg[256], terminal_event_msg[256];
+
+static void outcome_hook(recorder *r, const devrig_event *e) {
+  if (!is_terminal(e->kind)) return;
+  devrig_outcome o;
+  if (devrig_outcome_get((devrig_supervisor *)r->hook_data, &o) != DEVRIG_OK) return;
+  terminal_outcome_kind = o.kind;
+  snprintf(terminal_outcome_msg, sizeof terminal_outcome_msg, "%s", o.message);
+  snprintf(terminal_event_msg, sizeof terminal_event_msg, "%s", e->message);
+}
+
+static void check_outcome_at_terminal(const char *cmd, devrig_restart_policy p, bool cancel,
+                                      const char *workdir, devrig_outcome_kind want) {
+  fixture f;
+  ASSERT(fixture_make(&f, "endnow", cmd, p));
+  if (workdir) CHECK_ST(devrig_set_working_dir(f.sup, workdir), DEVRIG_OK);
+  f.rec.on_event_hook = outcome_hook;
+  f.rec.hook_data = f.sup;
+  terminal_outcome_kind = DEVRIG_OUTCOME_NONE;
+  terminal_outcome_msg[0] = terminal_event_msg[0] = 0;
+  devrig_status st = devrig_start(f.sup);
+  if (cancel) {
+    CHECK_ST(st, DEVRIG_OK);
+    CHECK(rec_wait_kind(&f.rec, DEVRIG_EVENT_STARTED, 0, slow(5000)) >= 0);
+    CHECK_ST(devrig_cancel(f.sup), DEVRIG_OK);
+  }
+  /* Wait for the terminal event only, not for the run: the outcome must be
+   * readable as soon as that event has been seen. */
+  CHECK(rec_wait_terminal(&f.rec, slow(10000)) >= 0);
+  devrig_outcome o = outcome_of(f.sup);
+  CHECK_EQ(o.kind, want);
+  CHECK_EQ(terminal_outcome_kind, want);
+  CHECK(strcmp(terminal_outcome_msg, terminal_event_msg) == 0);
+  CHECK(strcmp(o.message, terminal_event_msg) == 0);
+  CHECK_ST(devrig_wait(f.sup, -1), workdir ? DEVRIG_E_SPAWN : DEVRIG_OK);
+  fixture_done(&f);
+}
+
+static void test_outcome_set_when_terminal_event_emitted(void) {
+  devrig_restart_policy budget = fast_policy(DEVRIG_RESTART_ALWAYS);
+  budget.max_restarts = 1;
+  for (int i = 0; i < 20; i++) {
+    check_outcome_at_terminal("exit 0", fast_policy(DEVRIG_RESTART_ON_FAILURE), false, NULL,
+                              DEVRIG_OUTCOME_COMPLETED);
+    check_outcome_at_terminal("exit 1", budget, false, NULL, DEVRIG_OUTCOME_FAILED);
+  }
+  check_outcome_at_terminal("sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS), true, NULL,
+                            DEVRIG_OUTCOME_CANCELLED);
+  check_outcome_at_terminal("true", fast_policy(DEVRIG_RESTART_ALWAYS), false,
+                            "/nonexistent/devrig-dir", DEVRIG_OUTCOME_FAILED);
+}
+
+/* devrig_start from a callback: a failed first spawn is DEVRIG_E_SPAWN at
+ * once, as from any other thread (the run's events may follow). */
+static devrig_supervisor *cb_other;
+static devrig_status cb_start_status = -1;
+
+static void start_other_hook(recorder *r, const devrig_event *e) {
+  (void)r;
+  if (e->kind == DEVRIG_EVENT_RUNNING && cb_other) {
+    cb_start_status = devrig_start(cb_other);
+    cb_other = NULL;
+  }
+}
+
+static void test_start_from_callback_reports_spawn_failure(void) {
+  fixture a, b;
+  ASSERT(fixture_make(&a, "starter", "sleep 30", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  ASSERT(fixture_make(&b, "nodir", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
+  CHECK_ST(devrig_set_working_dir(b.sup, "/nonexistent/devrig-dir"), DEVRIG_OK);
+  cb_other = b.sup;
+  a.rec.on_event_hook = start_other_hook;
+  CHECK_ST(devrig_start(a.sup), DEVRIG_OK);
+  CHECK(rec_wait_kind(&a.rec, DEVRIG_EVENT_RUNNING, 0, slow(5000)) >= 0);
+  CHECK_EQ(cb_start_status, DEVRIG_E_SPAWN);
+  CHECK_ST(devrig_wait(b.sup, -1), DEVRIG_E_SPAWN);
+  CHECK(strstr(devrig_last_error(), "/nonexistent/devrig-dir") != NULL);
+  CHECK_KINDS(&b.rec, "SPAWN_FAILED FAILED");
+  CHECK_ST(devrig_cancel(a.sup), DEVRIG_OK);
+  CHECK_ST(devrig_wait(a.sup, -1), DEVRIG_OK);
+  fixture_done(&b);
+  fixture_done(&a);
+}
+
 static devrig_supervisor *volatile g_sig_sup;
 static volatile sig_atomic_t g_sig_status = -1;
 
@@ -675,6 +762,8 @@ int main(void) {
   RUN(test_escaped_grandchild_holding_pipe);
   RUN(test_leftovers_stopped_before_restart);
   RUN(test_cancel_from_callback);
+  RUN(test_outcome_set_when_terminal_event_emitted);
+  RUN(test_start_from_callback_reports_spawn_failure);
   RUN(test_cancel_from_signal_handler);
   RUN(test_free_running_handle);
   RUN(test_free_from_callback);
