@@ -521,7 +521,11 @@ enum devrig_status devrig_kill_tree(uint32_t pid, uint64_t grace_ms);
 /**
  * Writes the creation time of `pid` (ms since the Unix epoch) to `*out`;
  * DEVRIG_E_NOT_FOUND if there is no such process. The time is derived from
- * /proc/PID/stat and the boot time, which is read once per process.
+ * /proc/PID/stat and the boot time, which is read once per process. Like
+ * ps, psutil and gopsutil (which devrig used), it takes the boot time in
+ * whole seconds from /proc/stat, so it matches what they report and can be
+ * up to a second before the true creation time; it is stable, which is
+ * what devrig_same_process needs.
  */
 enum devrig_status devrig_proc_start_time_ms(uint32_t pid, int64_t *out);
 
@@ -536,13 +540,16 @@ bool devrig_same_process(uint32_t pid, int64_t want_start_ms);
  * Writes `state_dir/devrig.pid` into `buf` like snprintf: at most `cap`
  * bytes including the NUL, and returns the full length (without NUL), so a
  * return value >= cap means truncation. `buf` may be NULL when `cap` is 0.
- * Returns 0 (and sets devrig_last_error) on bad input.
+ * Returns 0 (and sets devrig_last_error) on bad input. As in every
+ * state-directory function, an empty `state_dir` is bad input (it would
+ * mean the current directory).
  */
 size_t devrig_pid_file_path(const char *state_dir, char *buf, size_t cap);
 
 /**
  * Creates `state_dir` if needed and writes the calling process's pid to
- * `state_dir/devrig.pid` (atomically).
+ * `state_dir/devrig.pid` (atomically): the decimal pid without a newline,
+ * as devrig wrote it. DEVRIG_E_IO if the directory cannot be created.
  */
 enum devrig_status devrig_write_pid_file(const char *state_dir);
 
@@ -558,8 +565,8 @@ enum devrig_status devrig_remove_pid_file(const char *state_dir);
  * and every process carrying its spawn tag, and removes the record.
  * Writes the number of services reaped to `*reaped` (which may be NULL).
  * A recorded pid now used by another process is never touched. Call it
- * before starting supervisors on that directory. A missing `state_dir` is
- * DEVRIG_E_NOT_FOUND.
+ * before starting supervisors on that directory. A missing `state_dir`
+ * (or a path that is not a directory) is DEVRIG_E_NOT_FOUND.
  */
 enum devrig_status devrig_reap_orphans(const char *state_dir, uint64_t grace_ms, uint32_t *reaped);
 

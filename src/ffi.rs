@@ -925,7 +925,11 @@ pub extern "C" fn devrig_kill_tree(pid: u32, grace_ms: u64) -> devrig_status {
 
 /// Writes the creation time of `pid` (ms since the Unix epoch) to `*out`;
 /// DEVRIG_E_NOT_FOUND if there is no such process. The time is derived from
-/// /proc/PID/stat and the boot time, which is read once per process.
+/// /proc/PID/stat and the boot time, which is read once per process. Like
+/// ps, psutil and gopsutil (which devrig used), it takes the boot time in
+/// whole seconds from /proc/stat, so it matches what they report and can be
+/// up to a second before the true creation time; it is stable, which is
+/// what devrig_same_process needs.
 #[no_mangle]
 pub unsafe extern "C" fn devrig_proc_start_time_ms(pid: u32, out: *mut i64) -> devrig_status {
     boundary(|| {
@@ -954,7 +958,9 @@ pub extern "C" fn devrig_same_process(pid: u32, want_start_ms: i64) -> bool {
 /// Writes `state_dir/devrig.pid` into `buf` like snprintf: at most `cap`
 /// bytes including the NUL, and returns the full length (without NUL), so a
 /// return value >= cap means truncation. `buf` may be NULL when `cap` is 0.
-/// Returns 0 (and sets devrig_last_error) on bad input.
+/// Returns 0 (and sets devrig_last_error) on bad input. As in every
+/// state-directory function, an empty `state_dir` is bad input (it would
+/// mean the current directory).
 #[no_mangle]
 pub unsafe extern "C" fn devrig_pid_file_path(
     state_dir: *const c_char,
@@ -967,6 +973,7 @@ pub unsafe extern "C" fn devrig_pid_file_path(
         if buf.is_null() && cap != 0 {
             return Err(Error::invalid("buf is NULL but cap is not 0"));
         }
+        state::check_state_dir(Path::new(dir))?;
         let path = state::pid_file_path(Path::new(dir));
         let bytes = path.to_string_lossy().into_owned().into_bytes();
         if cap > 0 {
@@ -982,7 +989,8 @@ pub unsafe extern "C" fn devrig_pid_file_path(
 }
 
 /// Creates `state_dir` if needed and writes the calling process's pid to
-/// `state_dir/devrig.pid` (atomically).
+/// `state_dir/devrig.pid` (atomically): the decimal pid without a newline,
+/// as devrig wrote it. DEVRIG_E_IO if the directory cannot be created.
 #[no_mangle]
 pub unsafe extern "C" fn devrig_write_pid_file(state_dir: *const c_char) -> devrig_status {
     boundary(|| {
@@ -1008,8 +1016,8 @@ pub unsafe extern "C" fn devrig_remove_pid_file(state_dir: *const c_char) -> dev
 /// and every process carrying its spawn tag, and removes the record.
 /// Writes the number of services reaped to `*reaped` (which may be NULL).
 /// A recorded pid now used by another process is never touched. Call it
-/// before starting supervisors on that directory. A missing `state_dir` is
-/// DEVRIG_E_NOT_FOUND.
+/// before starting supervisors on that directory. A missing `state_dir`
+/// (or a path that is not a directory) is DEVRIG_E_NOT_FOUND.
 #[no_mangle]
 pub unsafe extern "C" fn devrig_reap_orphans(
     state_dir: *const c_char,

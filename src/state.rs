@@ -32,17 +32,34 @@ pub fn pid_file_path(state_dir: &Path) -> PathBuf {
     state_dir.join(PID_FILE)
 }
 
+/// Refuses an empty state directory, which every function would otherwise
+/// take as the current directory.
+pub fn check_state_dir(state_dir: &Path) -> Result<()> {
+    if state_dir.as_os_str().is_empty() {
+        return Err(Error::invalid("state directory \"\" is empty"));
+    }
+    Ok(())
+}
+
+/// Creates `state_dir` if needed, as every state-directory function does
+/// (so a failure is DEVRIG_E_IO, even when a parent is missing).
+fn create_state_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::Io(format!("cannot create state directory {dir:?}: {e}")))
+}
+
 /// Creates `state_dir` if needed and writes the calling process's pid to
-/// the PID file (atomically).
+/// the PID file (atomically), as devrig did: the decimal pid, no newline.
 pub fn write_pid_file(state_dir: &Path) -> Result<()> {
-    fs::create_dir_all(state_dir)
-        .map_err(|e| Error::io(format!("cannot create state directory {state_dir:?}"), e))?;
-    let content = format!("{}\n", std::process::id());
+    check_state_dir(state_dir)?;
+    create_state_dir(state_dir)?;
+    let content = std::process::id().to_string();
     write_atomic(&pid_file_path(state_dir), content.as_bytes())
 }
 
 /// Removes the PID file; succeeds if it is already absent.
 pub fn remove_pid_file(state_dir: &Path) -> Result<()> {
+    check_state_dir(state_dir)?;
     let path = pid_file_path(state_dir);
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
@@ -213,8 +230,7 @@ pub(crate) struct StateWriter {
 impl StateWriter {
     pub fn new(state_dir: &Path, service: &str) -> Result<Self> {
         let dir = state_dir.join(SERVICES_DIR);
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("cannot create state directory {dir:?}"), e))?;
+        create_state_dir(&dir)?;
         Ok(StateWriter {
             path: record_path(state_dir, service),
         })
@@ -255,9 +271,15 @@ impl StateWriter {
 /// Call it before starting supervisors on `state_dir`: a record of a
 /// supervisor that is running right now looks exactly like an orphan.
 pub fn reap_orphans(state_dir: &Path, grace: Duration) -> Result<u32> {
+    check_state_dir(state_dir)?;
     if !state_dir.is_dir() {
+        let what = if state_dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
         return Err(Error::NotFound(format!(
-            "state directory {state_dir:?} does not exist"
+            "state directory {state_dir:?} {what}"
         )));
     }
     let dir = state_dir.join(SERVICES_DIR);

@@ -412,9 +412,7 @@ impl Supervisor {
     /// that an unusable directory is reported here rather than mid-run.
     pub fn set_state_dir(&self, dir: impl Into<PathBuf>) -> Result<()> {
         let dir = dir.into();
-        if dir.as_os_str().is_empty() {
-            return Err(Error::invalid("state directory \"\" is empty"));
-        }
+        crate::state::check_state_dir(&dir)?;
         self.configure(|c| {
             StateWriter::new(&dir, &c.name)?;
             c.state_dir = Some(dir);

@@ -141,6 +141,10 @@ static void test_setters_bad_input(void) {
   CHECK_ERR(devrig_set_state_dir(s, BAD_UTF8), DEVRIG_E_INVALID_ARGUMENT, "UTF-8");
   /* a regular file in the way: cannot be created (DEVRIG_E_IO naming it) */
   CHECK_ERR(devrig_set_state_dir(s, "/etc/passwd/state"), DEVRIG_E_IO, "/etc/passwd/state");
+  /* a parent that cannot exist (ENOENT): still DEVRIG_E_IO, as documented */
+  CHECK_ERR(devrig_set_state_dir(s, "/proc/devrig-none/state"), DEVRIG_E_IO,
+            "/proc/devrig-none/state");
+  CHECK_ERR(devrig_set_state_dir(s, ""), DEVRIG_E_INVALID_ARGUMENT, "\"\"");
 
   /* Bad policies are refused and name the bad value */
   CHECK_ERR(devrig_set_policy(s, NULL), DEVRIG_E_INVALID_ARGUMENT, "NULL");
@@ -403,6 +407,9 @@ static void test_pid_file_path(void) {
   CHECK(strstr(devrig_last_error(), "buf") != NULL);
   CHECK_EQ(devrig_pid_file_path(BAD_UTF8, buf, sizeof buf), 0);
   CHECK(strstr(devrig_last_error(), "UTF-8") != NULL);
+  /* "" is refused everywhere rather than taken as the current directory */
+  CHECK_EQ(devrig_pid_file_path("", buf, sizeof buf), 0);
+  CHECK(strstr(devrig_last_error(), "empty") != NULL);
 }
 
 static void test_pid_file_write_remove(void) {
@@ -418,7 +425,8 @@ static void test_pid_file_write_remove(void) {
   ASSERT(content != NULL);
   char want[32];
   snprintf(want, sizeof want, "%d", (int)getpid());
-  CHECKF(strtol(content, NULL, 10) == getpid(), "content \"%s\"", content);
+  /* the decimal pid alone, as devrig wrote it (Go's strconv.Atoi reads it) */
+  CHECKF(strcmp(content, want) == 0, "content \"%s\"", content);
   free(content);
   CHECK_ST(devrig_write_pid_file(nested), DEVRIG_OK); /* overwrite */
   CHECK_ST(devrig_remove_pid_file(nested), DEVRIG_OK);
@@ -429,6 +437,8 @@ static void test_pid_file_write_remove(void) {
   CHECK_ERR(devrig_write_pid_file(BAD_UTF8), DEVRIG_E_INVALID_ARGUMENT, "UTF-8");
   CHECK_ERR(devrig_remove_pid_file(BAD_UTF8), DEVRIG_E_INVALID_ARGUMENT, "UTF-8");
   CHECK_ERR(devrig_write_pid_file("/etc/passwd/dir"), DEVRIG_E_IO, "/etc/passwd/dir");
+  CHECK_ERR(devrig_write_pid_file(""), DEVRIG_E_INVALID_ARGUMENT, "empty");
+  CHECK_ERR(devrig_remove_pid_file(""), DEVRIG_E_INVALID_ARGUMENT, "empty");
   rm_rf(dir);
   free(dir);
 }
@@ -437,6 +447,8 @@ static void test_reap_orphans_bad_input(void) {
   uint32_t n = 77;
   CHECK_ERR(devrig_reap_orphans(NULL, 10, &n), DEVRIG_E_INVALID_ARGUMENT, "NULL");
   CHECK_ERR(devrig_reap_orphans(BAD_UTF8, 10, &n), DEVRIG_E_INVALID_ARGUMENT, "UTF-8");
+  CHECK_ERR(devrig_reap_orphans("", 10, &n), DEVRIG_E_INVALID_ARGUMENT, "empty");
+  CHECK_ERR(devrig_reap_orphans("/etc/passwd", 10, &n), DEVRIG_E_NOT_FOUND, "not a directory");
   CHECK_ERR(devrig_reap_orphans("/no/such/state/dir", 10, &n), DEVRIG_E_NOT_FOUND,
             "/no/such/state/dir");
   CHECK_EQ(n, 77);

@@ -133,7 +133,8 @@ func TestPIDFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(PIDFilePath(dir))
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
+	// The decimal pid alone, as devrig wrote it.
+	if err != nil || string(b) != strconv.Itoa(os.Getpid()) {
 		t.Fatalf("pid file %q, %v", b, err)
 	}
 	RemovePIDFile(dir)

@@ -91,7 +91,7 @@ def test_pid_file(tmp_path):
     assert devrig.pid_file_path(d) == d / "devrig.pid"
     assert isinstance(devrig.pid_file_path(d), pathlib.Path)
     devrig.write_pid_file(d)
-    assert (d / "devrig.pid").read_text().strip() == str(os.getpid())
+    assert (d / "devrig.pid").read_text() == str(os.getpid())  # as devrig wrote it
     devrig.remove_pid_file(str(d))
     assert not (d / "devrig.pid").exists()
     devrig.remove_pid_file(d)  # absent: fine
