@@ -286,6 +286,14 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 		// Deferred first, so it runs last: after the Send and after a
 		// panic was recovered.
 		defer rs.ending()
+		// libdevrig sets the outcome before the terminal event: publish
+		// it before the event does, so that a subscriber who sees
+		// "stopped" or "failed" finds Outcome() already up to date.
+		if out, ok := outcomeOf(rs.sup); ok && rs.owner != nil {
+			rs.owner.mu.Lock()
+			rs.owner.outcome = out
+			rs.owner.mu.Unlock()
+		}
 	}
 	defer rs.recoverInto()
 	if rs.dead() || rs.evts == nil {

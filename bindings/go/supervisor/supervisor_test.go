@@ -406,6 +406,42 @@ func TestRunTwiceSequentially(t *testing.T) {
 	}
 }
 
+// Outcome() is up to date as soon as the terminal event is seen, without
+// waiting for Run or Wait to return.
+func TestOutcomeIsSetWhenTheTerminalEventArrives(t *testing.T) {
+	evts := events.NewBroadcaster()
+	ch := evts.Subscribe(64)
+	budget := fastPolicy(RestartAlways)
+	budget.MaxRestarts = 1
+	for i := 0; i < 20; i++ {
+		for _, c := range []struct {
+			cmd    string
+			policy RestartPolicy
+			status string
+			want   OutcomeKind
+		}{
+			{"exit 0", fastPolicy(RestartOnFailure), "stopped", OutcomeCompleted},
+			{"exit 1", budget, "failed", OutcomeFailed},
+		} {
+			s := New("endnow", c.cmd, "", nil, c.policy, nil, evts, "")
+			r, err := s.Start(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := waitFor(t, ch, 10*time.Second, func(e events.TelemetryEvent) bool {
+				return e.Status == "stopped" || e.Status == "failed"
+			})
+			o := s.Outcome()
+			if ev.Status != c.status || o.Kind != c.want || o.Message != ev.Message {
+				t.Fatalf("%q: event %q %q, outcome %+v", c.cmd, ev.Status, ev.Message, o)
+			}
+			if err := r.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 func TestManySupervisorsConcurrently(t *testing.T) {
 	const n = 20
 	evts := events.NewBroadcaster()
