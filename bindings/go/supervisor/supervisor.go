@@ -86,13 +86,15 @@ type Supervisor struct {
 	Policy     RestartPolicy
 
 	// StopGrace is the time between SIGTERM and SIGKILL when the service is
-	// stopped (an addition; 0 means the libdevrig default, 5 s).
+	// stopped (an addition; 0 means the libdevrig default, 5 s; negative is
+	// refused by Run).
 	StopGrace time.Duration
 	// DisableMultiline turns off the grouping of indented lines (stack
 	// traces) into one entry (an addition; grouping is on by default).
 	DisableMultiline bool
 	// MaxLineBytes bounds one delivered entry; longer lines come in pieces
-	// (an addition; 0 means the libdevrig default, 65536; at most 1<<30).
+	// (an addition; 0 means the libdevrig default, 65536; at most 1<<30;
+	// negative is refused by Run).
 	MaxLineBytes int
 	// LogHandler, when set, receives the service's log entries in batches:
 	// the fast path for high-volume logs (an addition), with no allocation
@@ -189,8 +191,13 @@ func (s *Supervisor) Outcome() Outcome {
 
 // Run supervises the process until ctx is cancelled or the restart budget is
 // exhausted. The returned error is non-nil only if the process could not be
-// spawned at all (or the configuration was refused: an unsafe Name, an empty
-// Command, an invalid Policy). Cancelling ctx stops the service (SIGTERM to
+// spawned at all (errors.Is(err, ErrSpawn)) or the configuration was
+// refused: an unsafe Name, an empty Command, an invalid Policy (see
+// RestartPolicy.Validate), a negative StopGrace or MaxLineBytes, a bad Env
+// key, ... Every refusal is an *Error of code CodeInvalidArgument
+// (errors.Is(err, ErrInvalidArgument)) whose text names the service and the
+// bad value, e.g. `supervisor web: StopGrace is negative (-1s)`, and nothing
+// was started. Cancelling ctx stops the service (SIGTERM to
 // its process group, SIGKILL after StopGrace) and Run returns once every
 // process of the run has been reaped. A ctx cancelled before Run makes it
 // return at once without spawning.
@@ -229,13 +236,7 @@ type Running struct {
 // ends and releases everything once its context is cancelled (or once it
 // completes or gives up), but a panic of a callback is raised only by Wait.
 func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
-	if err := s.Policy.Validate(); err != nil {
-		return nil, fmt.Errorf("supervisor %s: %w", s.Name, err)
-	}
-	if s.StopGrace < 0 {
-		return nil, fmt.Errorf("supervisor %s: negative StopGrace", s.Name)
-	}
-	if err := s.checkNUL(); err != nil {
+	if err := s.check(); err != nil {
 		return nil, err
 	}
 	sup, err := s.build()
@@ -396,11 +397,35 @@ func outcomeOf(sup *C.devrig_supervisor) (Outcome, bool) {
 	}, true
 }
 
+// invalid is a refusal of s's configuration by Start: an *Error of code
+// CodeInvalidArgument, as libdevrig's own refusals (whose operation is also
+// "supervisor NAME").
+func (s *Supervisor) invalid(format string, args ...any) error {
+	return &Error{Op: "supervisor " + s.Name, Code: CodeInvalidArgument, Message: fmt.Sprintf(format, args...)}
+}
+
+// check refuses, before anything is built, the configuration that only
+// the binding sees: an invalid Policy, a negative StopGrace or
+// MaxLineBytes, strings with a NUL byte. libdevrig checks the rest (name,
+// command, env keys, MaxLineBytes too large).
+func (s *Supervisor) check() error {
+	if err := s.Policy.Validate(); err != nil {
+		return s.invalid("%s", err.Error())
+	}
+	if s.StopGrace < 0 {
+		return s.invalid("StopGrace is negative (%v)", s.StopGrace)
+	}
+	if s.MaxLineBytes < 0 {
+		return s.invalid("MaxLineBytes is negative (%d)", s.MaxLineBytes)
+	}
+	return s.checkNUL()
+}
+
 // checkNUL refuses strings that C would silently cut at a NUL byte.
 func (s *Supervisor) checkNUL() error {
 	bad := func(what, v string) error {
 		if strings.IndexByte(v, 0) >= 0 {
-			return &Error{Op: "supervisor " + s.Name, Code: CodeInvalidArgument, Message: what + " contains a NUL byte"}
+			return s.invalid("%s contains a NUL byte", what)
 		}
 		return nil
 	}
@@ -488,10 +513,7 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 			return fail(err)
 		}
 	}
-	if s.MaxLineBytes != 0 {
-		if s.MaxLineBytes < 0 {
-			return fail(fmt.Errorf("supervisor %s: negative MaxLineBytes", s.Name))
-		}
+	if s.MaxLineBytes > 0 { // negative: refused by check
 		if err := call("max line bytes of", s.Name, func() uint32 {
 			return uint32(C.devrig_set_max_line_bytes(sup, C.size_t(s.MaxLineBytes)))
 		}); err != nil {
