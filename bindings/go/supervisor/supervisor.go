@@ -124,6 +124,11 @@ type Supervisor struct {
 
 	mu      sync.Mutex
 	outcome Outcome
+	// live is set while a run started by Start is live: from Start until
+	// the run has ended and finish has recorded its outcome (in the same
+	// critical section, so no Start is accepted before Outcome tells how
+	// the previous run ended).
+	live bool
 }
 
 // New creates a Supervisor. logs and evts may be nil (nothing is published
@@ -202,6 +207,13 @@ func (s *Supervisor) Outcome() Outcome {
 // process of the run has been reaped. A ctx cancelled before Run makes it
 // return at once without spawning.
 //
+// A Supervisor runs one copy of its service at a time. While a run started
+// by Run or Start is live (until it has ended and Outcome says how), another
+// Run or Start on the same Supervisor starts nothing and returns an *Error
+// of code CodeState (errors.Is(err, ErrState)), e.g. `supervisor web:
+// service "web" is already running`. Once the run has ended, the Supervisor
+// can run again, as in devrig.
+//
 // Run is Start followed by Wait.
 func (s *Supervisor) Run(ctx context.Context) error {
 	r, err := s.Start(ctx)
@@ -226,6 +238,13 @@ type Running struct {
 // cancelled before Start makes the run end at once without spawning (Start
 // returns a Running whose Wait returns at once).
 //
+// As for Run, a Supervisor runs one copy of its service at a time: while a
+// run it started is live (until the run has ended and Outcome is set, just
+// before Done is closed), Start and Run return an *Error of code CodeState
+// (errors.Is(err, ErrState)) naming the service; of concurrent calls,
+// exactly one starts a run. The configuration is checked first: an invalid
+// one is refused as such (ErrInvalidArgument) even while a run is live.
+//
 // Cancelling ctx stops the service, exactly as for Run. Runs started with
 // one context are stopped together: their stop requests are registered
 // with a single context.AfterFunc per ctx.Done() channel, so hundreds of
@@ -239,8 +258,12 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
+	if err := s.claimRun(); err != nil {
+		return nil, err
+	}
 	sup, err := s.build()
 	if err != nil {
+		s.unclaimRun()
 		return nil, err
 	}
 
@@ -254,6 +277,7 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 		}); err != nil {
 			rs.handle.Delete()
 			C.devrig_free(sup)
+			s.unclaimRun()
 			return nil, err
 		}
 	}
@@ -264,6 +288,7 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 	}); err != nil {
 		rs.handle.Delete()
 		C.devrig_free(sup)
+		s.unclaimRun()
 		return nil, err
 	}
 
@@ -310,6 +335,28 @@ func (r *Running) Done() <-chan struct{} { return r.rs.done }
 // testHookStarted, when set by a test, is called by Start once the run has
 // started.
 var testHookStarted func(*runState)
+
+// claimRun marks s as having a live run, unless it has one already: one
+// Supervisor runs one copy of its service at a time (as one libdevrig
+// handle runs once). finish, or unclaimRun when nothing was started,
+// clears the mark.
+func (s *Supervisor) claimRun() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live {
+		return &Error{Op: "supervisor " + s.Name, Code: CodeState,
+			Message: fmt.Sprintf("service %q is already running", s.Name)}
+	}
+	s.live = true
+	return nil
+}
+
+// unclaimRun undoes claimRun when Start fails before the run exists.
+func (s *Supervisor) unclaimRun() {
+	s.mu.Lock()
+	s.live = false
+	s.mu.Unlock()
+}
 
 // startSlots bounds the devrig_start calls in progress. Each blocks its OS
 // thread until the first spawn was attempted (about a millisecond); without
@@ -363,18 +410,21 @@ func (rs *runState) collect() bool {
 	return true
 }
 
-// finish releases an ended run: its outcome is recorded, the C handle
-// freed (at once: the run has ended), and Wait is released.
+// finish releases an ended run: its outcome is recorded and its owner
+// accepts a new Start (together), the C handle is freed (at once: the run
+// has ended), and Wait is released.
 func (rs *runState) finish() {
 	// Out of both first: neither uses the handle once it is freed.
 	removeFromSafetyNet(rs)
 	leaveStopGroup(rs)
 
-	if out, ok := outcomeOf(rs.sup); ok {
-		rs.owner.mu.Lock()
+	out, ok := outcomeOf(rs.sup)
+	rs.owner.mu.Lock()
+	if ok {
 		rs.owner.outcome = out
-		rs.owner.mu.Unlock()
 	}
+	rs.owner.live = false
+	rs.owner.mu.Unlock()
 	C.devrig_free(rs.sup) // the run has ended: returns at once
 	rs.handle.Delete()
 	close(rs.done)
