@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/devrig/libdevrig/bindings/go/config"
@@ -29,7 +30,9 @@ func (m RestartMode) String() string {
 	return fmt.Sprintf("RestartMode(%d)", int(m))
 }
 
-// ParseRestartMode parses "on-failure", "always" or "never".
+// ParseRestartMode parses "on-failure", "always" or "never". Any other
+// string is refused with an *Error of code CodeInvalidArgument naming it,
+// e.g. `restart policy "bogus": want "on-failure", "always" or "never"`.
 func ParseRestartMode(s string) (RestartMode, error) {
 	switch s {
 	case "on-failure":
@@ -39,10 +42,12 @@ func ParseRestartMode(s string) (RestartMode, error) {
 	case "never":
 		return RestartNever, nil
 	}
-	return 0, fmt.Errorf("invalid restart policy %q: want \"on-failure\", \"always\" or \"never\"", s)
+	return 0, &Error{Op: "restart policy " + strconv.Quote(s), Code: CodeInvalidArgument,
+		Message: `want "on-failure", "always" or "never"`}
 }
 
-// invalidMode marks a policy built from an unknown mode string; Run refuses it.
+// invalidMode marks a policy built from an unknown mode string (kept in
+// RestartPolicy.unknownMode); Run refuses it.
 const invalidMode RestartMode = -1
 
 // RestartPolicy holds all tuning knobs for the restart loop.
@@ -63,6 +68,10 @@ type RestartPolicy struct {
 	ResetAfter         time.Duration
 	CrashLoopLimit     int
 	CrashLoopWindow    time.Duration
+
+	// unknownMode is the Policy string PolicyFromConfig could not parse
+	// (Mode is then invalidMode), so that Validate can name it; "" otherwise.
+	unknownMode string
 }
 
 // Contract defaults of the crash-loop guard (used when the fields are zero).
@@ -86,17 +95,17 @@ var DefaultPolicy = RestartPolicy{
 // cfg gives DefaultPolicy. Values are copied as they are (zero means zero, as
 // in devrig); ResetAfter and the crash-loop guard take their defaults. Policy
 // "" means on-failure; any string other than "on-failure", "always" and
-// "never" yields a policy that Run refuses with an error (devrig silently
-// used on-failure).
+// "never" yields a policy that Validate, Start and Run refuse with an error
+// naming the string (devrig silently used on-failure).
 func PolicyFromConfig(cfg *config.RestartConfig) RestartPolicy {
 	if cfg == nil {
 		return DefaultPolicy
 	}
-	mode := RestartOnFailure
+	mode, unknown := RestartOnFailure, ""
 	if cfg.Policy != "" {
 		m, err := ParseRestartMode(cfg.Policy)
 		if err != nil {
-			m = invalidMode
+			m, unknown = invalidMode, cfg.Policy
 		}
 		mode = m
 	}
@@ -108,6 +117,7 @@ func PolicyFromConfig(cfg *config.RestartConfig) RestartPolicy {
 		InitialDelay:       msDuration(cfg.InitialDelayMs),
 		MaxDelay:           msDuration(cfg.MaxDelayMs),
 		ResetAfter:         DefaultPolicy.ResetAfter,
+		unknownMode:        unknown,
 	}
 }
 
@@ -119,13 +129,22 @@ func msDuration(ms uint64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
-// Validate reports what Run would refuse in p: an unknown mode, a negative
-// duration, or MaxDelay < InitialDelay.
+// Validate reports what Start and Run would refuse in p: an unknown mode
+// (from PolicyFromConfig, an unknown Policy string), a negative duration, or
+// MaxDelay < InitialDelay. Its error is an *Error of code
+// CodeInvalidArgument (errors.Is(err, ErrInvalidArgument)) that names the
+// bad value, e.g. `restart policy: MaxDelay (100ms) is below InitialDelay
+// (500ms)` or `restart policy "bogus": want "on-failure", "always" or
+// "never"`.
 func (p RestartPolicy) Validate() error {
 	switch p.Mode {
 	case RestartOnFailure, RestartAlways, RestartNever:
 	default:
-		return fmt.Errorf("invalid restart mode %v", p.Mode)
+		if p.Mode == invalidMode && p.unknownMode != "" {
+			_, err := ParseRestartMode(p.unknownMode)
+			return err
+		}
+		return policyError("invalid mode %v: want RestartOnFailure, RestartAlways or RestartNever", p.Mode)
 	}
 	for _, d := range []struct {
 		name string
@@ -133,13 +152,18 @@ func (p RestartPolicy) Validate() error {
 	}{{"StartupGrace", p.StartupGrace}, {"InitialDelay", p.InitialDelay}, {"MaxDelay", p.MaxDelay},
 		{"ResetAfter", p.ResetAfter}, {"CrashLoopWindow", p.CrashLoopWindow}} {
 		if d.v < 0 {
-			return fmt.Errorf("restart policy: %s is negative (%v)", d.name, d.v)
+			return policyError("%s is negative (%v)", d.name, d.v)
 		}
 	}
 	if p.MaxDelay < p.InitialDelay {
-		return fmt.Errorf("restart policy: MaxDelay (%v) is below InitialDelay (%v)", p.MaxDelay, p.InitialDelay)
+		return policyError("MaxDelay (%v) is below InitialDelay (%v)", p.MaxDelay, p.InitialDelay)
 	}
 	return nil
+}
+
+// policyError is a refusal of a restart policy by Validate.
+func policyError(format string, args ...any) error {
+	return &Error{Op: "restart policy", Code: CodeInvalidArgument, Message: fmt.Sprintf(format, args...)}
 }
 
 // crashLoop returns the effective guard: limit (0 = off) and window.

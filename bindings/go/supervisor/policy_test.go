@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -34,8 +35,13 @@ func TestRestartModeValues(t *testing.T) {
 			t.Fatalf("C parses %s as %d", s, cm)
 		}
 	}
-	if _, err := ParseRestartMode("sometimes"); err == nil {
-		t.Fatal("ParseRestartMode accepted junk")
+	_, err := ParseRestartMode("sometimes")
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeInvalidArgument || !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("ParseRestartMode(junk): %v (%T), want an *Error of code CodeInvalidArgument", err, err)
+	}
+	if want := `restart policy "sometimes": want "on-failure", "always" or "never"`; err.Error() != want {
+		t.Fatalf("ParseRestartMode(junk): %q, want %q", err, want)
 	}
 }
 
@@ -56,8 +62,23 @@ func TestPolicyFromConfig(t *testing.T) {
 			t.Fatalf("%q -> %v", s, got)
 		}
 	}
-	if err := PolicyFromConfig(&config.RestartConfig{Policy: "bogus"}).Validate(); err == nil {
-		t.Fatal("an unknown policy string validated")
+	// An unknown string is refused by Validate, which names it.
+	bogus := PolicyFromConfig(&config.RestartConfig{Policy: "bogus", MaxDelayMs: 1000})
+	err := bogus.Validate()
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeInvalidArgument || !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Validate: %v (%T), want an *Error of code CodeInvalidArgument", err, err)
+	}
+	if want := `restart policy "bogus": want "on-failure", "always" or "never"`; err.Error() != want {
+		t.Fatalf("Validate: %q, want %q", err, want)
+	}
+	if bogus == PolicyFromConfig(&config.RestartConfig{Policy: "other", MaxDelayMs: 1000}) {
+		t.Fatal("policies from two different unknown strings are equal")
+	}
+	// A mode set afterwards replaces the unknown one.
+	bogus.Mode = RestartAlways
+	if err := bogus.Validate(); err != nil {
+		t.Fatalf("Validate after setting Mode: %v", err)
 	}
 	d := config.DefaultRestartConfig()
 	if got := PolicyFromConfig(&d); got != DefaultPolicy {
@@ -69,10 +90,24 @@ func TestPolicyValidateAndCrashLoopDefaults(t *testing.T) {
 	if err := DefaultPolicy.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	p := DefaultPolicy
-	p.StartupGrace = -time.Second
-	if p.Validate() == nil {
-		t.Fatal("negative duration accepted")
+	for _, c := range []struct {
+		tweak func(*RestartPolicy)
+		want  string
+	}{
+		{func(p *RestartPolicy) { p.StartupGrace = -time.Second }, "restart policy: StartupGrace is negative (-1s)"},
+		{func(p *RestartPolicy) { p.CrashLoopWindow = -time.Millisecond }, "restart policy: CrashLoopWindow is negative (-1ms)"},
+		{func(p *RestartPolicy) { p.MaxDelay = time.Second; p.InitialDelay = 2 * time.Second },
+			"restart policy: MaxDelay (1s) is below InitialDelay (2s)"},
+		{func(p *RestartPolicy) { p.Mode = invalidMode },
+			"restart policy: invalid mode RestartMode(-1): want RestartOnFailure, RestartAlways or RestartNever"},
+	} {
+		p := DefaultPolicy
+		c.tweak(&p)
+		err := p.Validate()
+		var e *Error
+		if !errors.As(err, &e) || e.Code != CodeInvalidArgument || err.Error() != c.want {
+			t.Fatalf("Validate: %v (%T), want an *Error of code CodeInvalidArgument %q", err, err, c.want)
+		}
 	}
 	l, w := (RestartPolicy{CrashLoopLimit: -1}).crashLoop()
 	if l != 0 || w != 30*time.Second {

@@ -338,3 +338,179 @@ func TestStartQuickRunsLeaveNothing(t *testing.T) {
 		t.Fatalf("%d stop groups left", g)
 	}
 }
+
+// wantAlreadyRunning checks that err is Start's refusal of a second run.
+func wantAlreadyRunning(t *testing.T, err error, name string) {
+	t.Helper()
+	var e *Error
+	if !errors.Is(err, ErrState) || !errors.As(err, &e) || e.Code != CodeState {
+		t.Fatalf("err %v (%T), want an *Error of code CodeState", err, err)
+	}
+	if want := fmt.Sprintf("supervisor %s: service %q is already running", name, name); err.Error() != want {
+		t.Fatalf("err %q, want %q", err, want)
+	}
+}
+
+// One Supervisor runs one copy of its service at a time: of many
+// goroutines calling Start at once, exactly one starts a run, the others
+// get ErrState; Run while it is live too. Nothing else is spawned, and
+// once the run has ended the Supervisor runs again.
+func TestStartTwiceConcurrentlyIsErrState(t *testing.T) {
+	const n = 32
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evts := events.NewBroadcaster()
+	ch := evts.Subscribe(256)
+	s := New("once", "exec sleep 30", "", nil, fastPolicy(RestartAlways), nil, evts, "")
+
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		runs []*Running
+		errs []error
+	)
+	ready := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-ready
+			r, err := s.Start(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			} else {
+				runs = append(runs, r)
+			}
+		})
+	}
+	close(ready)
+	wg.Wait()
+	if len(runs) != 1 || len(errs) != n-1 {
+		t.Fatalf("%d Starts succeeded and %d failed, want 1 and %d", len(runs), len(errs), n-1)
+	}
+	for _, err := range errs {
+		wantAlreadyRunning(t, err, "once")
+	}
+	if err := s.Run(ctx); err == nil {
+		t.Fatal("Run accepted while a run is live")
+	} else {
+		wantAlreadyRunning(t, err, "once")
+	}
+	select {
+	case <-runs[0].Done():
+		t.Fatal("the run ended although nothing stopped it")
+	default:
+	}
+
+	cancel()
+	waitDone(t, runs[0], 20*time.Second)
+	if err := runs[0].Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if o := s.Outcome(); o.Kind != OutcomeCancelled {
+		t.Fatalf("outcome %+v, want cancelled", o)
+	}
+	// Done is closed after the terminal event was published.
+	var got []string
+	for len(ch) > 0 {
+		got = append(got, (<-ch).Status)
+	}
+	if n := strings.Count(strings.Join(got, ","), "started"); n != 1 || got[len(got)-1] != "stopped" {
+		t.Fatalf("statuses %v, want one \"started\" and \"stopped\" last", got)
+	}
+	if g := stopGroupCount(); g != 0 {
+		t.Fatalf("%d stop groups left", g)
+	}
+
+	// Ended: the Supervisor runs again.
+	s.Command = "exit 0"
+	s.Policy = fastPolicy(RestartNever)
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if o := s.Outcome(); o.Kind != OutcomeCompleted {
+		t.Fatalf("outcome %+v, want completed", o)
+	}
+}
+
+// The Supervisor accepts a new Start only once the previous run's outcome
+// is set: a goroutine that calls Start without pause while the run ends
+// finds Outcome set as soon as its Start is accepted, and every Start
+// before that is refused with ErrState.
+func TestStartAgainOnlyOnceOutcomeIsSet(t *testing.T) {
+	for i := range 20 {
+		s := New(fmt.Sprintf("again-%d", i), "sleep 0.02; exit 3", "", nil, fastPolicy(RestartNever), nil, nil, "")
+		first, err := s.Start(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var next *Running
+		for {
+			next, err = s.Start(context.Background())
+			if err == nil {
+				break
+			}
+			wantAlreadyRunning(t, err, s.Name)
+			runtime.Gosched()
+		}
+		if o := s.Outcome(); o.Kind != OutcomeCompleted || o.LastExitCode != 3 {
+			t.Fatalf("outcome %+v when the next Start was accepted, want the first run's (completed, exit code 3)", o)
+		}
+		waitDone(t, first, 20*time.Second)
+		waitDone(t, next, 20*time.Second)
+		if err := next.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A Start that fails (configuration refused, by the binding or by
+// libdevrig; first spawn failed) leaves the Supervisor free to start, as
+// does a run whose context was cancelled before it.
+func TestStartFailuresLeaveSupervisorFree(t *testing.T) {
+	s := New("../bad", "exec sleep 30", "", nil, fastPolicy(RestartAlways), nil, nil, "")
+	if _, err := s.Start(context.Background()); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Start: %v, want ErrInvalidArgument (refused by libdevrig)", err)
+	}
+	s.Name = "free"
+	s.StopGrace = -time.Second
+	if _, err := s.Start(context.Background()); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Start: %v, want ErrInvalidArgument (refused by the binding)", err)
+	}
+	s.StopGrace = 0
+	s.WorkingDir = filepath.Join(t.TempDir(), "missing")
+	for range 2 {
+		if _, err := s.Start(context.Background()); !errors.Is(err, ErrSpawn) {
+			t.Fatalf("Start: %v, want ErrSpawn", err)
+		}
+	}
+	s.WorkingDir = ""
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	r, err := s.Start(cancelled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, r, 10*time.Second)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	r, err = s.Start(ctx)
+	if err != nil {
+		t.Fatalf("Start after failed ones: %v", err)
+	}
+	// While live, an invalid configuration is still refused as such.
+	s.StopGrace = -time.Second
+	if _, err := s.Start(ctx); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Start with a live run and a bad StopGrace: %v, want ErrInvalidArgument", err)
+	}
+	s.StopGrace = 0
+	if _, err := s.Start(ctx); !errors.Is(err, ErrState) {
+		t.Fatalf("Start with a live run: %v, want ErrState", err)
+	}
+	stop()
+	waitDone(t, r, 20*time.Second)
+	if o := s.Outcome(); o.Kind != OutcomeCancelled {
+		t.Fatalf("outcome %+v, want cancelled", o)
+	}
+}

@@ -86,13 +86,15 @@ type Supervisor struct {
 	Policy     RestartPolicy
 
 	// StopGrace is the time between SIGTERM and SIGKILL when the service is
-	// stopped (an addition; 0 means the libdevrig default, 5 s).
+	// stopped (an addition; 0 means the libdevrig default, 5 s; negative is
+	// refused by Run).
 	StopGrace time.Duration
 	// DisableMultiline turns off the grouping of indented lines (stack
 	// traces) into one entry (an addition; grouping is on by default).
 	DisableMultiline bool
 	// MaxLineBytes bounds one delivered entry; longer lines come in pieces
-	// (an addition; 0 means the libdevrig default, 65536; at most 1<<30).
+	// (an addition; 0 means the libdevrig default, 65536; at most 1<<30;
+	// negative is refused by Run).
 	MaxLineBytes int
 	// LogHandler, when set, receives the service's log entries in batches:
 	// the fast path for high-volume logs (an addition), with no allocation
@@ -122,6 +124,11 @@ type Supervisor struct {
 
 	mu      sync.Mutex
 	outcome Outcome
+	// live is set while a run started by Start is live: from Start until
+	// the run has ended and finish has recorded its outcome (in the same
+	// critical section, so no Start is accepted before Outcome tells how
+	// the previous run ended).
+	live bool
 }
 
 // New creates a Supervisor. logs and evts may be nil (nothing is published
@@ -189,11 +196,23 @@ func (s *Supervisor) Outcome() Outcome {
 
 // Run supervises the process until ctx is cancelled or the restart budget is
 // exhausted. The returned error is non-nil only if the process could not be
-// spawned at all (or the configuration was refused: an unsafe Name, an empty
-// Command, an invalid Policy). Cancelling ctx stops the service (SIGTERM to
+// spawned at all (errors.Is(err, ErrSpawn)) or the configuration was
+// refused: an unsafe Name, an empty Command, an invalid Policy (see
+// RestartPolicy.Validate), a negative StopGrace or MaxLineBytes, a bad Env
+// key, ... Every refusal is an *Error of code CodeInvalidArgument
+// (errors.Is(err, ErrInvalidArgument)) whose text names the service and the
+// bad value, e.g. `supervisor web: StopGrace is negative (-1s)`, and nothing
+// was started. Cancelling ctx stops the service (SIGTERM to
 // its process group, SIGKILL after StopGrace) and Run returns once every
 // process of the run has been reaped. A ctx cancelled before Run makes it
 // return at once without spawning.
+//
+// A Supervisor runs one copy of its service at a time. While a run started
+// by Run or Start is live (until it has ended and Outcome says how), another
+// Run or Start on the same Supervisor starts nothing and returns an *Error
+// of code CodeState (errors.Is(err, ErrState)), e.g. `supervisor web:
+// service "web" is already running`. Once the run has ended, the Supervisor
+// can run again, as in devrig.
 //
 // Run is Start followed by Wait.
 func (s *Supervisor) Run(ctx context.Context) error {
@@ -219,6 +238,13 @@ type Running struct {
 // cancelled before Start makes the run end at once without spawning (Start
 // returns a Running whose Wait returns at once).
 //
+// As for Run, a Supervisor runs one copy of its service at a time: while a
+// run it started is live (until the run has ended and Outcome is set, just
+// before Done is closed), Start and Run return an *Error of code CodeState
+// (errors.Is(err, ErrState)) naming the service; of concurrent calls,
+// exactly one starts a run. The configuration is checked first: an invalid
+// one is refused as such (ErrInvalidArgument) even while a run is live.
+//
 // Cancelling ctx stops the service, exactly as for Run. Runs started with
 // one context are stopped together: their stop requests are registered
 // with a single context.AfterFunc per ctx.Done() channel, so hundreds of
@@ -229,17 +255,15 @@ type Running struct {
 // ends and releases everything once its context is cancelled (or once it
 // completes or gives up), but a panic of a callback is raised only by Wait.
 func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
-	if err := s.Policy.Validate(); err != nil {
-		return nil, fmt.Errorf("supervisor %s: %w", s.Name, err)
+	if err := s.check(); err != nil {
+		return nil, err
 	}
-	if s.StopGrace < 0 {
-		return nil, fmt.Errorf("supervisor %s: negative StopGrace", s.Name)
-	}
-	if err := s.checkNUL(); err != nil {
+	if err := s.claimRun(); err != nil {
 		return nil, err
 	}
 	sup, err := s.build()
 	if err != nil {
+		s.unclaimRun()
 		return nil, err
 	}
 
@@ -253,6 +277,7 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 		}); err != nil {
 			rs.handle.Delete()
 			C.devrig_free(sup)
+			s.unclaimRun()
 			return nil, err
 		}
 	}
@@ -263,6 +288,7 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 	}); err != nil {
 		rs.handle.Delete()
 		C.devrig_free(sup)
+		s.unclaimRun()
 		return nil, err
 	}
 
@@ -309,6 +335,28 @@ func (r *Running) Done() <-chan struct{} { return r.rs.done }
 // testHookStarted, when set by a test, is called by Start once the run has
 // started.
 var testHookStarted func(*runState)
+
+// claimRun marks s as having a live run, unless it has one already: one
+// Supervisor runs one copy of its service at a time (as one libdevrig
+// handle runs once). finish, or unclaimRun when nothing was started,
+// clears the mark.
+func (s *Supervisor) claimRun() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live {
+		return &Error{Op: "supervisor " + s.Name, Code: CodeState,
+			Message: fmt.Sprintf("service %q is already running", s.Name)}
+	}
+	s.live = true
+	return nil
+}
+
+// unclaimRun undoes claimRun when Start fails before the run exists.
+func (s *Supervisor) unclaimRun() {
+	s.mu.Lock()
+	s.live = false
+	s.mu.Unlock()
+}
 
 // startSlots bounds the devrig_start calls in progress. Each blocks its OS
 // thread until the first spawn was attempted (about a millisecond); without
@@ -362,18 +410,21 @@ func (rs *runState) collect() bool {
 	return true
 }
 
-// finish releases an ended run: its outcome is recorded, the C handle
-// freed (at once: the run has ended), and Wait is released.
+// finish releases an ended run: its outcome is recorded and its owner
+// accepts a new Start (together), the C handle is freed (at once: the run
+// has ended), and Wait is released.
 func (rs *runState) finish() {
 	// Out of both first: neither uses the handle once it is freed.
 	removeFromSafetyNet(rs)
 	leaveStopGroup(rs)
 
-	if out, ok := outcomeOf(rs.sup); ok {
-		rs.owner.mu.Lock()
+	out, ok := outcomeOf(rs.sup)
+	rs.owner.mu.Lock()
+	if ok {
 		rs.owner.outcome = out
-		rs.owner.mu.Unlock()
 	}
+	rs.owner.live = false
+	rs.owner.mu.Unlock()
 	C.devrig_free(rs.sup) // the run has ended: returns at once
 	rs.handle.Delete()
 	close(rs.done)
@@ -396,11 +447,35 @@ func outcomeOf(sup *C.devrig_supervisor) (Outcome, bool) {
 	}, true
 }
 
+// invalid is a refusal of s's configuration by Start: an *Error of code
+// CodeInvalidArgument, as libdevrig's own refusals (whose operation is also
+// "supervisor NAME").
+func (s *Supervisor) invalid(format string, args ...any) error {
+	return &Error{Op: "supervisor " + s.Name, Code: CodeInvalidArgument, Message: fmt.Sprintf(format, args...)}
+}
+
+// check refuses, before anything is built, the configuration that only
+// the binding sees: an invalid Policy, a negative StopGrace or
+// MaxLineBytes, strings with a NUL byte. libdevrig checks the rest (name,
+// command, env keys, MaxLineBytes too large).
+func (s *Supervisor) check() error {
+	if err := s.Policy.Validate(); err != nil {
+		return s.invalid("%s", err.Error())
+	}
+	if s.StopGrace < 0 {
+		return s.invalid("StopGrace is negative (%v)", s.StopGrace)
+	}
+	if s.MaxLineBytes < 0 {
+		return s.invalid("MaxLineBytes is negative (%d)", s.MaxLineBytes)
+	}
+	return s.checkNUL()
+}
+
 // checkNUL refuses strings that C would silently cut at a NUL byte.
 func (s *Supervisor) checkNUL() error {
 	bad := func(what, v string) error {
 		if strings.IndexByte(v, 0) >= 0 {
-			return &Error{Op: "supervisor " + s.Name, Code: CodeInvalidArgument, Message: what + " contains a NUL byte"}
+			return s.invalid("%s contains a NUL byte", what)
 		}
 		return nil
 	}
@@ -488,10 +563,7 @@ func (s *Supervisor) build() (*C.devrig_supervisor, error) {
 			return fail(err)
 		}
 	}
-	if s.MaxLineBytes != 0 {
-		if s.MaxLineBytes < 0 {
-			return fail(fmt.Errorf("supervisor %s: negative MaxLineBytes", s.Name))
-		}
+	if s.MaxLineBytes > 0 { // negative: refused by check
 		if err := call("max line bytes of", s.Name, func() uint32 {
 			return uint32(C.devrig_set_max_line_bytes(sup, C.size_t(s.MaxLineBytes)))
 		}); err != nil {

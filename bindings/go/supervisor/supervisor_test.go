@@ -134,23 +134,57 @@ func TestSpawnFailureIsRunError(t *testing.T) {
 	wantStatuses(t, r.statuses(), "spawn_failed", "failed")
 }
 
+// Every refusal of the configuration is an *Error of code
+// CodeInvalidArgument whose text names the service and the bad value.
 func TestInvalidConfigIsRunError(t *testing.T) {
-	cases := map[string]func(*Supervisor){
-		"unsafe name":    func(s *Supervisor) { s.Name = "../etc" },
-		"empty command":  func(s *Supervisor) { s.Command = "" },
-		"bad env key":    func(s *Supervisor) { s.Env = map[string]string{"A=B": "x"} },
-		"max<initial":    func(s *Supervisor) { s.Policy.MaxDelay = time.Millisecond; s.Policy.InitialDelay = time.Second },
-		"bad mode":       func(s *Supervisor) { s.Policy.Mode = RestartMode(9) },
-		"NUL in command": func(s *Supervisor) { s.Command = "true\x00rm -rf /" },
-		"NUL in env":     func(s *Supervisor) { s.Env = map[string]string{"A": "x\x00y"} },
-		"bad config":     func(s *Supervisor) { s.Policy = PolicyFromConfig(&config.RestartConfig{Policy: "sometimes"}) },
+	cases := []struct {
+		name  string
+		tweak func(*Supervisor)
+		want  string // err.Error(), exactly
+	}{
+		{"unsafe name", func(s *Supervisor) { s.Name = "../etc" },
+			`supervisor ../etc: service name "../etc" is not a safe file name (1-128 of A-Z a-z 0-9 . _ - @ +, not starting with '.')`},
+		{"empty command", func(s *Supervisor) { s.Command = "" }, `supervisor ok: command "" of service "ok" is empty`},
+		{"bad env key", func(s *Supervisor) { s.Env = map[string]string{"A=B": "x"} },
+			`env A=B of ok: environment key "A=B" must be non-empty and contain no '=' or NUL`},
+		{"max<initial", func(s *Supervisor) {
+			s.Policy.MaxDelay = 100 * time.Millisecond
+			s.Policy.InitialDelay = 500 * time.Millisecond
+		},
+			"supervisor ok: restart policy: MaxDelay (100ms) is below InitialDelay (500ms)"},
+		{"negative duration", func(s *Supervisor) { s.Policy.StartupGrace = -time.Second },
+			"supervisor ok: restart policy: StartupGrace is negative (-1s)"},
+		{"bad mode", func(s *Supervisor) { s.Policy.Mode = RestartMode(9) },
+			"supervisor ok: restart policy: invalid mode RestartMode(9): want RestartOnFailure, RestartAlways or RestartNever"},
+		{"bad config", func(s *Supervisor) { s.Policy = PolicyFromConfig(&config.RestartConfig{Policy: "sometimes"}) },
+			`supervisor ok: restart policy "sometimes": want "on-failure", "always" or "never"`},
+		{"negative StopGrace", func(s *Supervisor) { s.StopGrace = -time.Second }, "supervisor ok: StopGrace is negative (-1s)"},
+		{"negative MaxLineBytes", func(s *Supervisor) { s.MaxLineBytes = -1 }, "supervisor ok: MaxLineBytes is negative (-1)"},
+		{"huge MaxLineBytes", func(s *Supervisor) { s.MaxLineBytes = 1<<30 + 1 },
+			"max line bytes of ok: max_line_bytes 1073741825 is out of range (1..=1073741824)"},
+		{"NUL in command", func(s *Supervisor) { s.Command = "true\x00rm -rf /" }, "supervisor ok: command contains a NUL byte"},
+		{"NUL in env", func(s *Supervisor) { s.Env = map[string]string{"A": "x\x00y"} }, `supervisor ok: env value of "A" contains a NUL byte`},
 	}
-	for name, tweak := range cases {
-		t.Run(name, func(t *testing.T) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			s := New("ok", "true", "", nil, fastPolicy(RestartNever), nil, nil, "")
-			tweak(s)
-			if err := s.Run(context.Background()); err == nil {
+			c.tweak(s)
+			err := s.Run(context.Background())
+			if err == nil {
 				t.Fatal("Run accepted an invalid configuration")
+			}
+			var e *Error
+			if !errors.Is(err, ErrInvalidArgument) || !errors.As(err, &e) || e.Code != CodeInvalidArgument {
+				t.Fatalf("Run: %v (%T), want an *Error of code CodeInvalidArgument", err, err)
+			}
+			if err.Error() != c.want {
+				t.Fatalf("Run: %q\nwant %q", err.Error(), c.want)
+			}
+			if o := s.Outcome(); o.Kind != OutcomeNone {
+				t.Fatalf("outcome %+v after a refusal, want none", o)
+			}
+			if r, err2 := s.Start(context.Background()); r != nil || err2 == nil || err2.Error() != err.Error() {
+				t.Fatalf("Start = %v, %v; want nil and Run's error %v", r, err2, err)
 			}
 		})
 	}
