@@ -317,6 +317,21 @@ pub struct Supervisor {
     inner: Arc<Inner>,
 }
 
+/// How a child ended, in words. Signal 0 stands for a status that was lost:
+/// someone else reaped the child (a host that sets SIGCHLD to SIG_IGN makes
+/// the kernel do it).
+fn exit_text(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Signal(0) => {
+            "exit status unknown (the child was reaped outside libdevrig: does the host \
+             ignore SIGCHLD?)"
+                .to_string()
+        }
+        ExitStatus::Signal(s) => format!("killed by signal {s}"),
+        st => format!("exited with code {}", st.code()),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -898,8 +913,7 @@ impl Run {
             match decision {
                 Decision::Complete => {
                     let msg = match self.last {
-                        Some(ExitStatus::Signal(s)) => format!("completed: killed by signal {s}"),
-                        Some(st) => format!("completed: exited with code {}", st.code()),
+                        Some(st) => format!("completed: {}", exit_text(st)),
                         None => "completed".to_string(),
                     };
                     if let Some(r) = self.record() {
@@ -1238,10 +1252,7 @@ impl Run {
         let mut ev = self.event(EventKind::Exited);
         ev.pid = pid as u32;
         ev.runtime_ms = runtime_ms;
-        ev.message = match status {
-            ExitStatus::Signal(s) => format!("killed by signal {s}"),
-            st => format!("exited with code {}", st.code()),
-        };
+        ev.message = exit_text(status);
         self.emit(ev);
         self.write_state(Phase::Exited);
         ChildEnd {

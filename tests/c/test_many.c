@@ -154,10 +154,45 @@ static void test_children_start_clean(void) {
   rec_destroy(&r);
 }
 
+/* A host that sets SIGCHLD to SIG_IGN makes the kernel reap our children
+ * itself, so their exit status is lost: the run says so in words rather
+ * than "killed by signal 0". In a forked process (the disposition is
+ * process-wide). */
+static void test_host_ignoring_sigchld(void) {
+  fflush(NULL);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    signal(SIGCHLD, SIG_IGN);
+    recorder r;
+    rec_init(&r);
+    devrig_supervisor *s = devrig_new("ignchld", "exit 3");
+    devrig_restart_policy p = fast_policy(DEVRIG_RESTART_NEVER);
+    devrig_set_policy(s, &p);
+    rec_attach(&r, s);
+    int bad = 0;
+    if (devrig_run(s) != DEVRIG_OK) bad |= 1;
+    int exited = rec_find_locked(&r, DEVRIG_EVENT_EXITED, 0);
+    if (exited < 0 || strstr(r.ev[exited].message, "exit status unknown") == NULL) bad |= 2;
+    devrig_outcome o;
+    if (devrig_outcome_get(s, &o) != DEVRIG_OK || o.kind != DEVRIG_OUTCOME_COMPLETED ||
+        strstr(o.message, "exit status unknown") == NULL)
+      bad |= 4;
+    if (bad)
+      fprintf(stderr, "host ignoring SIGCHLD: failures %#x, EXITED \"%s\"\n", bad,
+              exited >= 0 ? r.ev[exited].message : "(none)");
+    _exit(bad);
+  }
+  int st = 0;
+  ASSERT(waitpid(pid, &st, 0) == pid);
+  CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "forked host: status %#x", st);
+}
+
 int main(void) {
   snapshot_signals(before_act, &before_mask);
   RUN(test_many_handles_few_threads);
   RUN(test_signal_dispositions_unchanged);
   RUN(test_children_start_clean);
+  RUN(test_host_ignoring_sigchld);
   return test_summary();
 }
