@@ -8,7 +8,6 @@ import "C"
 import (
 	"fmt"
 	"runtime/cgo"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,7 +234,7 @@ func (rs *runState) copyGroup(batch []C.devrig_log_line) int {
 		body := text[off : off+int(l.len)]
 		off += int(l.len) + 1
 		if !valid && !utf8.ValidString(body) {
-			body = strings.ToValidUTF8(body, "\uFFFD")
+			body = lenientUTF8(body)
 		}
 		sev, lvl := events.SeverityInfo, events.LevelUnknown
 		if int(l.level) < len(severities) {

@@ -197,7 +197,7 @@ func TestLogHandlerCopiesOutliveTheCall(t *testing.T) {
 			t.Fatalf("line %d: %q / %q, want %q", i+1, strs[i], clones[i], w)
 		}
 		e, k := evs[i], &kept[i]
-		if e.Kind != events.KindLogRecord || e.Service != "copies" || e.LogBody != strings.ToValidUTF8(w, "\uFFFD") ||
+		if e.Kind != events.KindLogRecord || e.Service != "copies" || e.LogBody != lenientUTF8(w) ||
 			e.Stream != events.StreamStdout || e.Stream != k.Stream() || e.LogSeverity != k.Severity() ||
 			e.Level != k.Level() || e.PID != k.PID() || e.PID <= 0 || !e.Timestamp.Equal(k.Timestamp()) {
 			t.Fatalf("line %d: event %+v, kept view %s %s %q %d %v", i+1, e, k.Stream(), k.Severity(), k.Level(), k.PID(), k.Timestamp())

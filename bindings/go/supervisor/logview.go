@@ -6,7 +6,6 @@ package supervisor
 import "C"
 
 import (
-	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -79,7 +78,7 @@ func (v *LogView) Timestamp() time.Time { return time.UnixMilli(int64(v.l.timest
 func (v *LogView) Event() events.TelemetryEvent {
 	body := string(v.Text())
 	if !utf8.ValidString(body) {
-		body = strings.ToValidUTF8(body, "\uFFFD")
+		body = lenientUTF8(body)
 	}
 	var service string
 	if v.l.service != nil {

@@ -591,7 +591,7 @@ func TestLogGroupsExact(t *testing.T) {
 	var want []string
 	add := func(line string) {
 		content.WriteString(line + "\n")
-		want = append(want, strings.ToValidUTF8(line, "\uFFFD"))
+		want = append(want, lenientUTF8(line))
 	}
 	for i := 1; i <= 3000; i++ {
 		switch {
