@@ -1001,57 +1001,113 @@ impl Outcome {
 /// Batches waiting for `Supervisor.log_batches()` (``queue_logs=True``).
 /// Filled by the core's threads without the GIL; bounded, so a slow
 /// consumer slows the child (through the pipe) instead of growing memory.
-/// Once a stop has been requested it no longer blocks the producer (the
-/// rest of the output is bounded by what the pipes hold).
+///
+/// The bound holds during a stop too, when a child may keep writing (it
+/// ignores SIGTERM, or logs while it shuts down). A push never waits
+/// without end then, since the run's thread is the one that sends SIGKILL
+/// once `stop_grace` has passed: when the queue is full it waits for the
+/// consumer to take a batch until the stop's grace period ends, and after
+/// that only while the consumer is still taking batches (one at least every
+/// `STOP_PATIENCE`). A batch that still finds no room is dropped and its
+/// lines counted, so what the consumer reads is every line up to some
+/// point, in order (the newest lines go, never the older ones).
 struct LogQueue {
     state: Mutex<QueueState>,
     not_empty: Condvar,
     not_full: Condvar,
     cap: usize,
+    stop_grace: Duration,
 }
+
+/// After a stop's grace period: how long a push into a full queue waits
+/// for the consumer, counted from the last batch it took.
+const STOP_PATIENCE: Duration = Duration::from_millis(250);
 
 struct QueueState {
     batches: VecDeque<Arc<BatchData>>,
-    /// The run has ended: nothing more will be pushed.
+    /// The run has ended (or its supervisor is gone): nothing more will be
+    /// pushed.
     closed: bool,
-    /// A stop was requested: pushes do not wait for room.
-    stopping: bool,
+    /// A stop was requested: when its grace period ends.
+    stop_deadline: Option<Instant>,
+    /// When the consumer last took a batch.
+    last_take: Option<Instant>,
+    /// Lines dropped because the queue stayed full during a stop.
+    dropped_lines: u64,
 }
 
 impl LogQueue {
-    fn new(cap: usize) -> LogQueue {
+    fn new(cap: usize, stop_grace: Duration) -> LogQueue {
         LogQueue {
             state: Mutex::new(QueueState {
                 batches: VecDeque::new(),
                 closed: false,
-                stopping: false,
+                stop_deadline: None,
+                last_take: None,
+                dropped_lines: 0,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             cap,
+            stop_grace,
         }
     }
 
     fn push(&self, b: Arc<BatchData>) {
         let mut st = lock(&self.state);
-        while st.batches.len() >= self.cap && !st.stopping && !st.closed {
-            st = self.not_full.wait(st).unwrap_or_else(|e| e.into_inner());
+        while st.batches.len() >= self.cap {
+            let until = match (st.closed, st.stop_deadline) {
+                // Nobody can take a batch any more.
+                (true, _) => None,
+                // No stop: wait for room as long as it takes (backpressure).
+                (false, None) => {
+                    st = self.not_full.wait(st).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                (false, Some(deadline)) => Some(match st.last_take {
+                    Some(t) => deadline.max(t + STOP_PATIENCE),
+                    None => deadline,
+                }),
+            };
+            let now = Instant::now();
+            match until {
+                Some(u) if now < u => {
+                    st = self
+                        .not_full
+                        .wait_timeout(st, u - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                _ => {
+                    st.dropped_lines += b.lines.len() as u64;
+                    return;
+                }
+            }
         }
         st.batches.push_back(b);
         self.not_empty.notify_all();
     }
 
     fn set_stopping(&self) {
-        lock(&self.state).stopping = true;
+        let mut st = lock(&self.state);
+        let deadline = Instant::now().checked_add(self.stop_grace);
+        // The first request counts: the run's SIGKILL is due stop_grace
+        // after it, never later.
+        if st.stop_deadline.is_none() {
+            st.stop_deadline = Some(deadline.unwrap_or_else(far_future));
+        }
         self.not_full.notify_all();
     }
 
     fn close(&self) {
         let mut st = lock(&self.state);
         st.closed = true;
-        st.stopping = true;
         self.not_empty.notify_all();
         self.not_full.notify_all();
+    }
+
+    fn dropped_lines(&self) -> u64 {
+        lock(&self.state).dropped_lines
     }
 
     /// Waits up to `slice` for a batch: `Ok(Some)`, `Ok(None)` (nothing
@@ -1067,6 +1123,7 @@ impl LogQueue {
         }
         match st.batches.pop_front() {
             Some(b) => {
+                st.last_take = Some(Instant::now());
                 self.not_full.notify_all();
                 Ok(Some(b))
             }
@@ -1074,6 +1131,13 @@ impl LogQueue {
             None => Ok(None),
         }
     }
+}
+
+/// An instant no deadline reaches (for a stop_grace too large to add).
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(u32::MAX as u64))
+        .unwrap_or(now)
 }
 
 /// Iterator over the ``LogBatch``es of a supervisor made with
@@ -1402,6 +1466,7 @@ impl Supervisor {
         let has_log = on_log.is_some() || batch;
         let has_event = on_event.is_some();
 
+        let stop_grace = cfg.stop_grace;
         let core = Arc::new(devrig::Supervisor::new(cfg).map_err(to_py)?);
         let shared = Arc::new(Shared {
             service: Arc::from(name.as_str()),
@@ -1410,7 +1475,7 @@ impl Supervisor {
             on_event: Mutex::new(on_event),
             error: Mutex::new(None),
             core: OnceLock::new(),
-            queue: queue_logs.then(|| Arc::new(LogQueue::new(LOG_QUEUE_BATCHES))),
+            queue: queue_logs.then(|| Arc::new(LogQueue::new(LOG_QUEUE_BATCHES, stop_grace))),
         });
         let _ = shared.core.set(Arc::downgrade(&core));
         enums(py)?;
@@ -1508,6 +1573,15 @@ impl Supervisor {
     /// been taken. Waits with the GIL released (Ctrl-C raises). The fastest
     /// way to consume a chatty service: the core's threads never wait for
     /// the GIL, so reading and splitting run in parallel with your loop.
+    ///
+    /// The queue holds 16 batches (reads of the pipe): when it is full the
+    /// child waits (backpressure), so memory stays bounded. During a stop
+    /// the bound holds too, and the stop still ends in time: a full queue
+    /// waits for your loop until ``stop_grace`` has passed since the stop
+    /// request, then only while your loop keeps taking batches (one at
+    /// least every 0.25 s). A read that still finds no room is dropped: you
+    /// get every line up to that point, in order, and ``dropped_lines``
+    /// counts the rest.
     fn log_batches(slf: Bound<'_, Self>) -> PyResult<LogBatchIterator> {
         let me = slf.get();
         me.check_fork()?;
@@ -1549,6 +1623,14 @@ impl Supervisor {
     #[getter]
     fn done(&self) -> bool {
         self.core.is_done()
+    }
+
+    /// With ``queue_logs=True``: how many lines were dropped because the
+    /// queue stayed full during a stop (0 otherwise, and always 0 while
+    /// your loop keeps up). See ``log_batches()``.
+    #[getter]
+    fn dropped_lines(&self) -> u64 {
+        self.shared.queue.as_ref().map_or(0, |q| q.dropped_lines())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {

@@ -95,7 +95,9 @@ class Supervisor(_devrig.Supervisor):
       exception they raise stops the service and is raised again by
       :meth:`run` / :meth:`wait` / :meth:`close`.
     - ``queue_logs=True``: no log callback; read the lines from your own
-      thread with :meth:`log_batches` or :meth:`lines` (fastest).
+      thread with :meth:`log_batches` or :meth:`lines` (fastest). The queue
+      is bounded, during a stop too: see :meth:`log_batches` and
+      :attr:`dropped_lines`.
 
     Entering a ``with`` block starts the service (an explicit ``start()`` or
     ``run()`` inside the block is then accepted once); leaving it stops the
