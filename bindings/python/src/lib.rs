@@ -1179,6 +1179,17 @@ struct Shared {
     core: OnceLock<Weak<devrig::Supervisor>>,
     /// With queue_logs=True: where lines go instead of a callback.
     queue: Option<Arc<LogQueue>>,
+    /// Who is told when the run ends (``run_async``).
+    run_end: Mutex<RunEnd>,
+}
+
+#[derive(Default)]
+struct RunEnd {
+    /// The terminal event has been emitted.
+    ended: bool,
+    /// Called (with no argument) on the library thread that emits the
+    /// terminal event, after ``on_event`` has seen it.
+    waiters: Vec<Py<PyAny>>,
 }
 
 impl Shared {
@@ -1207,6 +1218,27 @@ impl Shared {
 
     fn take_error(&self) -> Option<PyErr> {
         lock(&self.error).take()
+    }
+
+    /// The terminal event has been emitted: calls the waiters of
+    /// ``_on_run_end``.
+    fn run_ended(&self) {
+        let waiters = {
+            let mut r = lock(&self.run_end);
+            r.ended = true;
+            std::mem::take(&mut r.waiters)
+        };
+        if waiters.is_empty() {
+            return;
+        }
+        // None: the interpreter is finalizing; nobody is left to tell.
+        let _ = Python::try_attach(|py| {
+            for w in waiters {
+                if let Err(e) = w.bind(py).call0() {
+                    e.write_unraisable(py, Some(w.bind(py)));
+                }
+            }
+        });
     }
 
     fn deliver_lines(&self, py: Python<'_>, lines: &[devrig::LogLine<'_>]) {
@@ -1476,6 +1508,7 @@ impl Supervisor {
             error: Mutex::new(None),
             core: OnceLock::new(),
             queue: queue_logs.then(|| Arc::new(LogQueue::new(LOG_QUEUE_BATCHES, stop_grace))),
+            run_end: Mutex::new(RunEnd::default()),
         });
         let _ = shared.core.set(Arc::downgrade(&core));
         enums(py)?;
@@ -1495,23 +1528,23 @@ impl Supervisor {
             })))
             .map_err(to_py)?;
         }
-        if has_log || has_event || queue_logs {
-            let sh = shared.clone();
-            core.on_event(Some(Box::new(move |ev: &devrig::Event| {
-                if ev.kind == devrig::EventKind::Stopping {
-                    sh.stopping();
+        // Always installed: run_async learns of the end of the run here.
+        let sh = shared.clone();
+        core.on_event(Some(Box::new(move |ev: &devrig::Event| {
+            if ev.kind == devrig::EventKind::Stopping {
+                sh.stopping();
+            }
+            if has_log || has_event {
+                let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
+            }
+            if ev.kind.is_terminal() {
+                if let Some(q) = &sh.queue {
+                    q.close();
                 }
-                if has_log || has_event {
-                    let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
-                }
-                if ev.kind.is_terminal() {
-                    if let Some(q) = &sh.queue {
-                        q.close();
-                    }
-                }
-            })))
-            .map_err(to_py)?;
-        }
+                sh.run_ended();
+            }
+        })))
+        .map_err(to_py)?;
         Ok(Supervisor {
             core,
             shared,
@@ -1656,21 +1689,33 @@ impl Supervisor {
         Ok(false)
     }
 
-    /// Waits (GIL released, no signal checks) until the run has ended or
-    /// ``timeout`` passed; returns whether it has ended. Raises nothing
-    /// about the run itself. Used by ``run_async``.
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_done(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    /// Calls ``callback()`` (on a library thread, GIL held) once the run
+    /// has emitted its terminal event, after ``on_event`` has seen it.
+    /// Returns False, and keeps nothing, if the run has ended already (or
+    /// was never started: then it never will end). Used by ``run_async``.
+    fn _on_run_end(&self, callback: Bound<'_, PyAny>) -> PyResult<bool> {
         self.check_fork()?;
-        if !self.core.is_started() {
+        let mut r = lock(&self.shared.run_end);
+        if r.ended || !self.core.is_started() || self.core.is_done() {
             return Ok(false);
         }
-        let core = self.core.clone();
-        let t = timeout.and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok());
-        py.detach(move || {
-            let _ = core.wait(t);
-        });
-        Ok(self.core.is_done())
+        r.waiters.push(callback.unbind());
+        Ok(true)
+    }
+
+    /// Waits (GIL released, no signal checks) until the run has ended;
+    /// raises nothing about the run itself. ``run_async`` calls it once the
+    /// terminal event has been emitted, when the run's thread is only
+    /// finishing (microseconds).
+    fn _wait_done(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_fork()?;
+        if self.core.is_started() {
+            let core = self.core.clone();
+            py.detach(move || {
+                let _ = core.wait(None);
+            });
+        }
+        Ok(())
     }
 
     /// True in a process made by fork() from the one that created this handle.
@@ -1696,13 +1741,19 @@ impl Supervisor {
         if let Ok(g) = self.shared.on_event.try_lock() {
             visit.call(g.as_ref())?;
         }
+        if let Ok(g) = self.shared.run_end.try_lock() {
+            for w in &g.waiters {
+                visit.call(w)?;
+            }
+        }
         Ok(())
     }
 
     fn __clear__(&self) {
         let a = lock(&self.shared.on_log).take();
         let b = lock(&self.shared.on_event).take();
-        drop((a, b));
+        let c = std::mem::take(&mut lock(&self.shared.run_end).waiters);
+        drop((a, b, c));
     }
 }
 

@@ -191,6 +191,89 @@ def test_many_concurrent_run_async():
     assert all(s.outcome.kind is OutcomeKind.COMPLETED for s in asyncio.run(main()))
 
 
+def test_concurrent_run_async_start_no_thread():
+    # API.md: the thread count is fixed whatever the number of handles.
+    # run_async waits without a thread of its own: the library thread that
+    # ends the run wakes the event loop.
+    def threads():
+        return len(os.listdir("/proc/self/task"))
+
+    n = 50
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        devrig.Supervisor("warm", "exit 0", policy=fast_policy()).run()
+        base = threads()  # the library's threads exist now
+        running = [0]
+        all_running = asyncio.Event()
+
+        def count():
+            running[0] += 1
+            if running[0] == n:
+                all_running.set()
+
+        def on_event(ev):
+            if ev.kind == K.RUNNING:
+                loop.call_soon_threadsafe(count)
+
+        sups = [devrig.Supervisor(f"t{i}", "exec sleep 60", policy=fast_policy(),
+                                  on_event=on_event) for i in range(n)]
+        tasks = [asyncio.create_task(s.run_async()) for s in sups]
+        await all_running.wait()
+        during = threads()
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        return base, during, sups
+
+    base, during, sups = asyncio.run(main())
+    assert during == base
+    assert all(s.outcome.kind is OutcomeKind.CANCELLED for s in sups)
+
+
+def test_run_async_second_cancellation_still_waits_for_the_reap(rec):
+    # A TaskGroup or gather tearing down, or a second Ctrl-C, cancels the
+    # task again while it waits for the stop: CancelledError still comes
+    # only once the service has been reaped.
+    async def main():
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def on_log(line):
+            if line.text == "ready":
+                loop.call_soon_threadsafe(ready.set)
+
+        sup = devrig.Supervisor("aio5", "trap '' TERM; echo ready; exec sleep 60",
+                                policy=fast_policy(), stop_grace=1.0,
+                                on_log=on_log, on_event=rec.on_event)
+        task = asyncio.create_task(sup.run_async())
+        await ready.wait()  # SIGTERM is ignored from now on
+        task.cancel()
+        await asyncio.sleep(0)  # the task takes the first cancellation
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sup.done
+        return sup
+
+    sup = asyncio.run(main())
+    assert sup.outcome.kind is OutcomeKind.CANCELLED
+    assert sup.outcome.last_signal == signal.SIGKILL
+    assert not alive(rec.events[0].pid)
+
+
+def test_run_async_after_the_run_has_ended_returns_at_once():
+    async def main():
+        with devrig.Supervisor("aio6", "exit 0", policy=fast_policy()) as sup:
+            sup.wait(10)
+            await sup.run_async()  # the start of the with block counts
+        return sup
+
+    assert asyncio.run(main()).outcome.kind is OutcomeKind.COMPLETED
+
+
 # -------------------------------------------------------------------- GIL
 
 def test_gil_released_while_run_blocks(tmp_path):

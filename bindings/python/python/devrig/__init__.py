@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import os
 import pathlib
-import threading
 import weakref
 from typing import Any, Iterator, Union
 
@@ -137,9 +136,15 @@ class Supervisor(_devrig.Supervisor):
     async def run_async(self) -> None:
         """Runs the service until the run ends, without blocking the event loop.
 
+        No thread is started for it: the library thread that ends the run
+        wakes the event loop (``loop.call_soon_threadsafe``), so any number
+        of concurrent ``run_async`` calls cost no thread.
+
         Cancelling the awaiting task stops the service (SIGTERM, then SIGKILL
         after ``stop_grace``), waits until it has been reaped, then lets
-        ``CancelledError`` propagate. Raises like :meth:`run`.
+        ``CancelledError`` propagate. Further cancellations while it waits
+        (a ``TaskGroup`` or ``gather`` tearing down, a second Ctrl-C) do not
+        cut that wait short. Raises like :meth:`run`.
         """
         loop = asyncio.get_running_loop()
         # Returns once the first spawn was attempted (a few ms).
@@ -150,25 +155,32 @@ class Supervisor(_devrig.Supervisor):
             if not done.done():
                 done.set_result(None)
 
-        def _waiter() -> None:
+        def _wake() -> None:
+            # On a library thread, at the run's terminal event.
             try:
-                self._wait_done(None)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(_set)
-                except RuntimeError:  # the loop is closed
-                    pass
+                loop.call_soon_threadsafe(_set)
+            except RuntimeError:  # the loop is closed
+                pass
 
-        threading.Thread(
-            target=_waiter, name=f"devrig-wait-{self.name}", daemon=True
-        ).start()
+        if not self._on_run_end(_wake):
+            _set()  # the run has ended already
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:
             self.cancel()
-            await asyncio.shield(done)
+            while not done.done():
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    # Only once the service has been reaped: the first
+                    # cancellation is raised below.
+                    pass
+            # The terminal event has been emitted; the run's thread is
+            # finishing (microseconds). An exception of a callback stays
+            # for wait() / close().
+            self._wait_done()
             raise
-        # The run has ended: returns at once, or raises the run's error.
+        # As above; then returns, or raises the run's error.
         self.wait()
 
 
