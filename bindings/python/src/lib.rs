@@ -50,6 +50,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+thread_local! {
+    /// Set on the core's threads the first time they call one of our
+    /// callbacks: the only way Python code runs on them.
+    static LIBRARY_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn mark_library_thread() {
+    LIBRARY_THREAD.with(|f| f.set(true));
+}
+
+/// True inside a callback (on a library thread), where blocking on a run
+/// would deadlock.
+fn on_library_thread() -> bool {
+    LIBRARY_THREAD.with(|f| f.get())
+}
+
 /// Maps a core error onto the Python exception hierarchy.
 fn to_py(e: devrig::Error) -> PyErr {
     use devrig::Error as E;
@@ -1515,6 +1531,7 @@ impl Supervisor {
         if has_log {
             let sh = shared.clone();
             core.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+                mark_library_thread();
                 // None: the interpreter is finalizing; drop the lines.
                 let _ = Python::try_attach(|py| sh.deliver_lines(py, lines));
             })))
@@ -1531,6 +1548,7 @@ impl Supervisor {
         // Always installed: run_async learns of the end of the run here.
         let sh = shared.clone();
         core.on_event(Some(Box::new(move |ev: &devrig::Event| {
+            mark_library_thread();
             if ev.kind == devrig::EventKind::Stopping {
                 sh.stopping();
             }
@@ -1567,6 +1585,15 @@ impl Supervisor {
     /// the first spawn failed, StateError if already started, and re-raises
     /// an exception raised by a callback (after the service has stopped).
     fn run(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_fork()?;
+        if on_library_thread() {
+            // Checked before the start: the run would never be waited for.
+            return Err(StateError::new_err(format!(
+                "run of supervisor {} from a library thread (inside a callback) would \
+                 deadlock; it was not started (use start() there)",
+                repr_str(&self.name)
+            )));
+        }
         self.start_impl(py)?;
         self.wait_impl(py, None)
     }

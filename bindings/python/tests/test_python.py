@@ -128,6 +128,33 @@ def test_exception_in_callback_inside_with_block():
             sup.wait(timeout=10)
 
 
+def test_run_inside_a_callback_raises_state_error_without_starting():
+    # run() from a callback would deadlock: StateError, and the other
+    # supervisor is left as it was (not started), so it can still run.
+    other = devrig.Supervisor("other", "echo hi", policy=fast_policy(mode="never"))
+    seen = {}
+
+    def on_event(ev):
+        if ev.kind == K.RUNNING and not seen:
+            try:
+                other.run()
+                seen["error"] = None
+            except devrig.StateError as e:
+                seen["error"] = e
+            seen["started"] = other.started
+            holder.cancel()
+
+    holder = devrig.Supervisor("holder", "sleep 60", policy=fast_policy(),
+                               on_event=on_event)
+    holder.run()
+    assert isinstance(seen["error"], devrig.StateError)
+    assert "callback" in str(seen["error"])
+    assert seen["started"] is False
+    assert not other.started
+    other.run()
+    assert other.outcome.kind is OutcomeKind.COMPLETED
+
+
 # ---------------------------------------------------------------- asyncio
 
 def test_run_async_completes_and_returns():
