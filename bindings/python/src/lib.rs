@@ -140,29 +140,31 @@ fn mode_value(m: devrig::RestartMode) -> u32 {
 
 /// Accepts a `RestartMode`, its int value, or the config spelling
 /// ("on-failure", "always", "never"; "on_failure" and any case too).
-fn parse_mode(obj: &Bound<'_, PyAny>) -> PyResult<devrig::RestartMode> {
+/// `name` is the argument (``mode``) or config key (``policy``).
+fn parse_mode(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<devrig::RestartMode> {
     if let Ok(s) = obj.cast::<PyString>() {
-        let s = s.to_cow()?;
+        let s = utf8(name, s)?;
         let norm = s.trim().to_ascii_lowercase().replace('_', "-");
         return devrig::RestartMode::parse(&norm).map_err(|_| {
             PyValueError::new_err(format!(
-                "restart mode {s:?} is not one of 'on-failure', 'always', 'never'"
+                "{name}: restart mode {} is not one of 'on-failure', 'always', 'never'",
+                repr_str(&s)
             ))
         });
     }
     if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        let v: i64 = obj.extract()?;
-        return match v {
-            0 => Ok(devrig::RestartMode::OnFailure),
-            1 => Ok(devrig::RestartMode::Always),
-            2 => Ok(devrig::RestartMode::Never),
+        return match obj.extract::<i64>() {
+            Ok(0) => Ok(devrig::RestartMode::OnFailure),
+            Ok(1) => Ok(devrig::RestartMode::Always),
+            Ok(2) => Ok(devrig::RestartMode::Never),
             _ => Err(PyValueError::new_err(format!(
-                "restart mode {v} is not a RestartMode value (0, 1 or 2)"
+                "{name}: restart mode {} is not a RestartMode value (0, 1 or 2)",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
             ))),
         };
     }
     Err(PyTypeError::new_err(format!(
-        "restart mode must be a devrig.RestartMode or a str, got {} {}",
+        "{name} must be a devrig.RestartMode or a str, got {} {}",
         type_name(obj),
         obj.repr().map(|r| r.to_string()).unwrap_or_default()
     )))
@@ -284,9 +286,50 @@ fn pid_arg(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
     }
 }
 
+/// The text of a str argument: a ValueError naming the argument when it
+/// cannot be UTF-8 (a lone surrogate, e.g. from surrogateescape).
+fn utf8(name: &str, s: &Bound<'_, PyString>) -> PyResult<String> {
+    match s.to_cow() {
+        Ok(c) => Ok(c.into_owned()),
+        Err(_) => Err(PyValueError::new_err(format!(
+            "{name} is not valid UTF-8 text (it contains a lone surrogate): {}",
+            s.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+/// A keyword argument as given, None included (PyO3 turns an explicit
+/// None into the default of an `Option`), for `bool_arg` to check.
+enum GivenArg {
+    Missing,
+    Given(Py<PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for GivenArg {
+    type Error = PyErr;
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(GivenArg::Given(obj.to_owned().unbind()))
+    }
+}
+
+/// A bool argument: True or False, nothing else (a TypeError naming it).
+fn bool_arg(py: Python<'_>, name: &str, arg: &GivenArg, default: bool) -> PyResult<bool> {
+    match arg {
+        GivenArg::Missing => Ok(default),
+        GivenArg::Given(o) => match o.bind(py).cast::<PyBool>() {
+            Ok(b) => Ok(b.is_true()),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "{name} must be a bool (True or False), got {} {}",
+                type_name(o.bind(py)),
+                o.bind(py).repr().map(|r| r.to_string()).unwrap_or_default()
+            ))),
+        },
+    }
+}
+
 fn str_arg(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> {
     match obj.cast::<PyString>() {
-        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Ok(s) => utf8(name, s),
         Err(_) => Err(PyTypeError::new_err(format!(
             "{name} must be a str, got {} {}",
             type_name(obj),
@@ -370,7 +413,7 @@ impl RestartPolicy {
     ) -> PyResult<Self> {
         let d = devrig::RestartPolicy::default();
         let mode = match mode {
-            Some(m) if !m.is_none() => parse_mode(m)?,
+            Some(m) if !m.is_none() => parse_mode("mode", m)?,
             _ => d.mode,
         };
         Self::checked(devrig::RestartPolicy {
@@ -437,9 +480,9 @@ impl RestartPolicy {
         for item in items.try_iter()? {
             let item = item?;
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-            let key = match k.cast::<PyString>() {
-                Ok(s) => s.to_cow()?.into_owned(),
-                Err(_) => {
+            let key = match k.cast::<PyString>().ok().and_then(|s| s.to_cow().ok()) {
+                Some(s) => s.into_owned(),
+                None => {
                     unknown.push(k.repr()?.to_string());
                     continue;
                 }
@@ -465,7 +508,7 @@ impl RestartPolicy {
                 int_arg(name, &v, MS_MAX)
             };
             match key.as_str() {
-                "policy" => p.mode = parse_mode(&v)?,
+                "policy" => p.mode = parse_mode(&key, &v)?,
                 "max_restarts" => p.max_restarts = int_arg(&key, &v, U32)? as u32,
                 "startup_max_restarts" => p.startup_max_restarts = int_arg(&key, &v, U32)? as u32,
                 "startup_grace_ms" => p.startup_grace_ms = ms(&key)?,
@@ -510,9 +553,9 @@ impl RestartPolicy {
         let mut p = self.inner;
         if let Some(ch) = changes {
             for (k, v) in ch.iter() {
-                let key: String = k.extract()?;
+                let key = utf8("RestartPolicy field", k.cast::<PyString>()?)?;
                 match key.as_str() {
-                    "mode" => p.mode = parse_mode(&v)?,
+                    "mode" => p.mode = parse_mode(&key, &v)?,
                     "max_restarts" => p.max_restarts = int_arg(&key, &v, U32)? as u32,
                     "startup_max_restarts" => {
                         p.startup_max_restarts = int_arg(&key, &v, U32)? as u32
@@ -1409,8 +1452,8 @@ fn check_callable(name: &str, obj: Option<Bound<'_, PyAny>>) -> PyResult<Option<
 impl Supervisor {
     #[new]
     #[pyo3(signature = (name, command, cwd=None, env=None, policy=None, state_dir=None,
-        stop_grace=None, on_log=None, on_event=None, *, multiline=true, max_line_bytes=None,
-        on_log_batch=None, queue_logs=false))]
+        stop_grace=None, on_log=None, on_event=None, *, multiline=GivenArg::Missing,
+        max_line_bytes=None, on_log_batch=None, queue_logs=GivenArg::Missing))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1423,11 +1466,13 @@ impl Supervisor {
         stop_grace: Option<&Bound<'_, PyAny>>,
         on_log: Option<Bound<'_, PyAny>>,
         on_event: Option<Bound<'_, PyAny>>,
-        multiline: bool,
+        multiline: GivenArg,
         max_line_bytes: Option<&Bound<'_, PyAny>>,
         on_log_batch: Option<Bound<'_, PyAny>>,
-        queue_logs: bool,
+        queue_logs: GivenArg,
     ) -> PyResult<Self> {
+        let multiline = bool_arg(py, "multiline", &multiline, true)?;
+        let queue_logs = bool_arg(py, "queue_logs", &queue_logs, false)?;
         let name = str_arg("name", name)?;
         let command = str_arg("command", command)?;
         let mut cfg = devrig::Config::new(&name, &command).map_err(to_py)?;
@@ -1445,7 +1490,7 @@ impl Supervisor {
                 let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
                 let key = str_arg("env key", &k)?;
                 let value = match v.cast::<PyString>() {
-                    Ok(s) => s.to_cow()?.into_owned(),
+                    Ok(s) => utf8(&format!("env value of {}", repr_str(&key)), s)?,
                     Err(_) => {
                         return Err(PyTypeError::new_err(format!(
                             "env value of {} must be a str, got {} {}",

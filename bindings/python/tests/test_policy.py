@@ -81,6 +81,13 @@ def test_refuses_nonsense_with_value_error_naming_it():
         RestartPolicy(mode="sometimes")
     with pytest.raises(ValueError, match="7"):
         RestartPolicy(mode=7)
+    with pytest.raises(ValueError, match="mode") as e:
+        RestartPolicy(mode="always\udcff")
+    assert type(e.value) is ValueError
+    with pytest.raises(ValueError, match="mode"):
+        RestartPolicy(mode=2**70)
+    with pytest.raises(ValueError, match="mode"):
+        devrig.DEFAULT_POLICY.replace(mode="\udcff")
 
 
 def test_refuses_wrong_types_with_type_error():
@@ -135,6 +142,11 @@ def test_from_config_bad_values():
         RestartPolicy.from_config({"startup_grace_ms": "3000"})
     with pytest.raises(ValueError, match="maybe"):
         RestartPolicy.from_config({"policy": "maybe"})
+    with pytest.raises(ValueError, match="policy"):
+        RestartPolicy.from_config({"policy": "\udcff"})
+    with pytest.raises(ValueError, match="unknown") as e:
+        RestartPolicy.from_config({"max\udcff": 1})
+    assert type(e.value) is ValueError
     with pytest.raises(TypeError):
         RestartPolicy.from_config(["policy", "always"])
 

@@ -514,6 +514,17 @@ def test_callbacks_released_after_the_run():
         (dict(max_line_bytes=-5), ValueError, "max_line_bytes"),
         (dict(max_line_bytes=2**31), ValueError, "max_line_bytes"),
         (dict(on_log=print, on_log_batch=print), ValueError, "on_log_batch"),
+        # A lone surrogate (e.g. from surrogateescape) cannot be UTF-8.
+        (dict(name="a\udcff"), ValueError, "name"),
+        (dict(command="echo \udcff"), ValueError, "command"),
+        (dict(env={"K\udcff": "v"}), ValueError, "env key"),
+        (dict(env={"K": "v\udcff"}), ValueError, "env value of 'K'"),
+        (dict(policy={"policy": "\udcff"}), ValueError, "policy"),
+        (dict(multiline="yes"), TypeError, "multiline"),
+        (dict(multiline=None), TypeError, "multiline"),
+        (dict(multiline=1), TypeError, "multiline"),
+        (dict(queue_logs="yes"), TypeError, "queue_logs"),
+        (dict(queue_logs=None), TypeError, "queue_logs"),
     ],
 )
 def test_bad_arguments(kwargs, exc, needle):
@@ -522,6 +533,7 @@ def test_bad_arguments(kwargs, exc, needle):
     with pytest.raises(exc) as e:
         devrig.Supervisor(**args)
     assert needle in str(e.value)
+    assert type(e.value) is exc  # not a subclass such as UnicodeEncodeError
 
 
 def test_unusable_state_dir_is_reported_at_construction(tmp_path):
