@@ -810,6 +810,13 @@ impl LogLine {
     fn data<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.batch.bytes(self.idx))
     }
+    /// The length of the line in bytes, as the child wrote it (the C
+    /// field ``len``): ``len(line.data)``, not ``len(line.text)``.
+    #[getter]
+    fn len(&self) -> usize {
+        let m = self.meta();
+        m.end - m.start
+    }
     /// ``devrig.Stream.STDOUT`` or ``devrig.Stream.STDERR``.
     #[getter]
     fn stream(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {

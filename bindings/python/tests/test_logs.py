@@ -48,7 +48,7 @@ def test_line_fields(rec):
     started = rec.events[0]
     (out,) = [l for l in rec.lines if l.stream is Stream.STDOUT]
     (err,) = [l for l in rec.lines if l.stream is Stream.STDERR]
-    assert out.text == "hello" and out.data == b"hello"
+    assert out.text == "hello" and out.data == b"hello" and out.len == 5
     assert out.stream is Stream.STDOUT and err.stream is Stream.STDERR
     assert out.service == "logs"
     assert out.pid == started.pid
@@ -114,6 +114,9 @@ def test_invalid_utf8_decoded_leniently_raw_bytes_kept(rec):
     (line,) = rec.lines
     assert line.data == b"caf\xc3\xa9 \xffx"
     assert line.text == "café \ufffdx"
+    # len is the C field: bytes as the child wrote them, before decoding.
+    assert line.len == 8 == len(line.data)
+    assert len(line.text) == 7
 
 
 def test_all_lines_arrive_before_exited(rec):

@@ -87,6 +87,9 @@ class LogLine:
     def data(self) -> bytes:
         """The raw bytes as the child wrote them (no newline)."""
     @property
+    def len(self) -> int:
+        """The length of the line in bytes as the child wrote them (the C field ``len``)."""
+    @property
     def stream(self) -> Stream: ...
     @property
     def level(self) -> Level: ...
