@@ -396,9 +396,14 @@ impl RestartPolicy {
 #[pymethods]
 impl RestartPolicy {
     #[new]
+    // None (or leaving an argument out) means its default; the text
+    // signature shows the defaults themselves (inspect.signature, help).
     #[pyo3(signature = (mode=None, max_restarts=None, startup_max_restarts=None,
         startup_grace=None, initial_delay=None, max_delay=None, reset_after=None,
-        crash_loop_limit=None, crash_loop_window=None))]
+        crash_loop_limit=None, crash_loop_window=None),
+        text_signature = "(mode=RestartMode.ON_FAILURE, max_restarts=10, \
+            startup_max_restarts=3, startup_grace=2.0, initial_delay=0.5, max_delay=30.0, \
+            reset_after=60.0, crash_loop_limit=5, crash_loop_window=30.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         mode: Option<&Bound<'_, PyAny>>,
@@ -1855,7 +1860,7 @@ impl Drop for Supervisor {
 /// survivors after ``grace`` seconds. Returns early once all are gone. A pid
 /// that does not exist is not an error.
 #[pyfunction]
-#[pyo3(signature = (pid, grace=None))]
+#[pyo3(signature = (pid, grace=None), text_signature = "(pid, grace=5.0)")]
 fn kill_tree(
     py: Python<'_>,
     pid: &Bound<'_, PyAny>,
@@ -1930,7 +1935,7 @@ fn remove_pid_file(state_dir: &Bound<'_, PyAny>) -> PyResult<()> {
 /// returns how many were reaped. FileNotFoundError if ``state_dir`` does not
 /// exist.
 #[pyfunction]
-#[pyo3(signature = (state_dir, grace=None))]
+#[pyo3(signature = (state_dir, grace=None), text_signature = "(state_dir, grace=5.0)")]
 fn reap_orphans(
     py: Python<'_>,
     state_dir: &Bound<'_, PyAny>,

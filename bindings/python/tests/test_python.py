@@ -596,3 +596,48 @@ def test_package_metadata():
     assert (pkg / "__init__.pyi").exists()
     for name in devrig.__all__:
         assert hasattr(devrig, name), name
+
+
+def test_stub_matches_the_package():
+    # The stub's __all__ and top-level names are the package's.
+    import ast
+    import pathlib
+    tree = ast.parse((pathlib.Path(devrig.__file__).parent / "__init__.pyi").read_text())
+    stub_all = None
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "__all__":
+            stub_all = ast.literal_eval(node.value)
+        elif isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign):
+            names.add(node.target.id)
+    assert sorted(stub_all) == sorted(devrig.__all__)
+    for name in names - {"_Seconds", "_Path"}:
+        assert hasattr(devrig, name), name
+    assert devrig.LogBatchIterator is type(devrig.Supervisor("it", "true", queue_logs=True)
+                                           .log_batches())
+
+
+def test_stubtest_finds_no_mismatch(tmp_path):
+    pytest.importorskip("mypy")
+    r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "devrig"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10),
+                    reason="abi3 classes carry no text signature before Python 3.10")
+def test_signatures_show_the_contract_defaults():
+    import inspect
+    p = inspect.signature(devrig.RestartPolicy).parameters
+    assert {k: v.default for k, v in p.items()} == dict(
+        mode=devrig.RestartMode.ON_FAILURE, max_restarts=10, startup_max_restarts=3,
+        startup_grace=2.0, initial_delay=0.5, max_delay=30.0, reset_after=60.0,
+        crash_loop_limit=5, crash_loop_window=30.0)
+    assert inspect.signature(devrig.kill_tree).parameters["grace"].default == 5.0
+    assert inspect.signature(devrig.reap_orphans).parameters["grace"].default == 5.0
+    s = inspect.signature(devrig.Supervisor).parameters
+    assert s["stop_grace"].default == 5.0 and s["multiline"].default is True
+    # None still means the default.
+    assert devrig.RestartPolicy(max_restarts=None, mode=None) == devrig.DEFAULT_POLICY
