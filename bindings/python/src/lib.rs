@@ -1732,22 +1732,25 @@ impl Supervisor {
 
     /// True once ``start()`` (or ``run()``) has been called.
     #[getter]
-    fn started(&self) -> bool {
-        self.core.is_started()
+    fn started(&self) -> PyResult<bool> {
+        self.check_fork()?;
+        Ok(self.core.is_started())
     }
 
     /// True once the run has ended.
     #[getter]
-    fn done(&self) -> bool {
-        self.core.is_done()
+    fn done(&self) -> PyResult<bool> {
+        self.check_fork()?;
+        Ok(self.core.is_done())
     }
 
     /// With ``queue_logs=True``: how many lines were dropped because the
     /// queue stayed full during a stop (0 otherwise, and always 0 while
     /// your loop keeps up). See ``log_batches()``.
     #[getter]
-    fn dropped_lines(&self) -> u64 {
-        self.shared.queue.as_ref().map_or(0, |q| q.dropped_lines())
+    fn dropped_lines(&self) -> PyResult<u64> {
+        self.check_fork()?;
+        Ok(self.shared.queue.as_ref().map_or(0, |q| q.dropped_lines()))
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
@@ -1808,7 +1811,10 @@ impl Supervisor {
     }
 
     fn __repr__(&self) -> String {
-        let state = if !self.core.is_started() {
+        let state = if self._is_forked_copy() {
+            // Its state is the parent's at the fork, and says nothing here.
+            "forked copy, unusable".to_string()
+        } else if !self.core.is_started() {
             "not started".to_string()
         } else if !self.core.is_done() {
             "running".to_string()

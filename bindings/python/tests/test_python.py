@@ -355,7 +355,8 @@ def test_fork_child_gets_state_error_and_never_touches_parent_service(rec):
     if child == 0:  # pragma: no cover - runs in the child
         results = []
         for call in (sup.cancel, sup.wait, sup.run, sup.start, sup.close,
-                     lambda: sup.outcome):
+                     lambda: sup.outcome, lambda: sup.started, lambda: sup.done,
+                     lambda: sup.dropped_lines, sup.log_batches, sup.__enter__):
             try:
                 call()
                 results.append("no error")
@@ -363,16 +364,20 @@ def test_fork_child_gets_state_error_and_never_touches_parent_service(rec):
                 results.append("StateError" if "fork" in str(e) else "other:" + str(e))
             except BaseException as e:  # noqa: BLE001
                 results.append(type(e).__name__)
+        # The name still answers; repr says what the handle is.
+        results.append(sup.name)
+        results.append(repr(sup))
         del sup  # dropping in the child must not stop the parent's service
         gc.collect()
-        os.write(w, ",".join(results).encode())
+        os.write(w, "\n".join(results).encode())
         os._exit(0)
     os.close(w)
     _, status = os.waitpid(child, 0)
     data = os.read(r, 4096).decode()
     os.close(r)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert data.split(",") == ["StateError"] * 6, data
+    assert data.split("\n") == ["StateError"] * 11 + [
+        "forked", "<devrig.Supervisor 'forked' (forked copy, unusable)>"], data
     # The parent's service is untouched.
     assert alive(pid)
     assert not sup.done
