@@ -68,13 +68,43 @@ fn on_library_thread() -> bool {
 
 /// Maps a core error onto the Python exception hierarchy.
 fn to_py(e: devrig::Error) -> PyErr {
+    os_err(e, None)
+}
+
+/// ENOENT and ENOTDIR, the same on every Unix.
+const ENOENT: i32 = 2;
+const ENOTDIR: i32 = 20;
+
+/// The errno at the end of a core message about a failed system call: the
+/// core words those "context: description (os error N)".
+fn os_errno(msg: &str) -> Option<i32> {
+    let rest = &msg[msg.rfind("(os error ")? + "(os error ".len()..];
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+/// As `to_py`, and an `OSError` (or `SpawnError`) carries ``errno`` when
+/// the core's message has one (``OSError(errno, message, filename)``, which
+/// also picks the subclass: ``FileNotFoundError``, ``NotADirectoryError``,
+/// ``PermissionError`` ...) and ``filename``: the path argument concerned,
+/// as the caller passed it.
+fn os_err(e: devrig::Error, filename: Option<Py<PyAny>>) -> PyErr {
     use devrig::Error as E;
     match e {
         E::InvalidArgument(m) => PyValueError::new_err(m),
-        E::Spawn(m) => SpawnError::new_err(m),
+        E::Spawn(m) => match os_errno(&m) {
+            Some(n) => SpawnError::new_err((n, m, filename)),
+            None => SpawnError::new_err(m),
+        },
         E::State(m) => StateError::new_err(m),
-        E::Io(m) => PyOSError::new_err(m),
-        E::NotFound(m) => PyFileNotFoundError::new_err(m),
+        E::Io(m) => match os_errno(&m) {
+            Some(n) => PyOSError::new_err((n, m, filename)),
+            None => PyOSError::new_err(m),
+        },
+        E::NotFound(m) => {
+            let n = os_errno(&m).unwrap_or(ENOENT);
+            PyFileNotFoundError::new_err((n, m, filename))
+        }
         E::Timeout(m) => PyTimeoutError::new_err(m),
         E::Panic(m) => PyRuntimeError::new_err(format!("internal error (panic): {m}")),
     }
@@ -1364,6 +1394,8 @@ struct Supervisor {
     core: Arc<devrig::Supervisor>,
     shared: Arc<Shared>,
     name: String,
+    /// The working directory, to name it in a SpawnError.
+    cwd: Option<PathBuf>,
     creator_pid: u32,
     /// Started by `__enter__`: the next explicit start() is accepted once.
     implicit_start: AtomicBool,
@@ -1389,7 +1421,22 @@ impl Supervisor {
             return Ok(());
         }
         let core = self.core.clone();
-        py.detach(move || core.start()).map_err(to_py)
+        py.detach(move || core.start())
+            .map_err(|e| self.spawn_err(py, e))
+    }
+
+    /// A spawn failure carries the working directory as ``filename`` when
+    /// that is what failed (it is not a usable directory).
+    fn spawn_err(&self, py: Python<'_>, e: devrig::Error) -> PyErr {
+        let cwd = match (&e, &self.cwd) {
+            (devrig::Error::Spawn(_), Some(d)) if !d.is_dir() => d
+                .as_os_str()
+                .into_pyobject(py)
+                .ok()
+                .map(|o| o.into_any().unbind()),
+            _ => None,
+        };
+        os_err(e, cwd)
     }
 
     /// Waits for the end of the run in GIL-free slices, checking signals in
@@ -1424,7 +1471,7 @@ impl Supervisor {
         if let Some(e) = self.shared.take_error() {
             return Err(e);
         }
-        result.map_err(to_py)
+        result.map_err(|e| self.spawn_err(py, e))
     }
 
     fn stop_and_reap(&self, py: Python<'_>) {
@@ -1572,7 +1619,16 @@ impl Supervisor {
         let has_event = on_event.is_some();
 
         let stop_grace = cfg.stop_grace;
-        let core = Arc::new(devrig::Supervisor::new(cfg).map_err(to_py)?);
+        let cwd = cfg.working_dir.clone();
+        let core = Arc::new(devrig::Supervisor::new(cfg).map_err(|e| {
+            // An unusable state directory is the failure with a path here.
+            os_err(
+                e,
+                state_dir
+                    .filter(|d| !d.is_none())
+                    .map(|d| d.clone().unbind()),
+            )
+        })?);
         let shared = Arc::new(Shared {
             service: Arc::from(name.as_str()),
             on_log: Mutex::new(on_log.or(on_log_batch)),
@@ -1624,6 +1680,7 @@ impl Supervisor {
             core,
             shared,
             name,
+            cwd,
             creator_pid: std::process::id(),
             implicit_start: AtomicBool::new(false),
         })
@@ -1927,19 +1984,21 @@ fn _pid_file_path(state_dir: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
 /// ``state_dir/devrig.pid`` (atomically).
 #[pyfunction]
 fn write_pid_file(state_dir: &Bound<'_, PyAny>) -> PyResult<()> {
-    devrig::write_pid_file(&path_arg("state_dir", state_dir)?).map_err(to_py)
+    devrig::write_pid_file(&path_arg("state_dir", state_dir)?)
+        .map_err(|e| os_err(e, Some(state_dir.clone().unbind())))
 }
 
 /// Removes ``state_dir/devrig.pid``; succeeds if it is already absent.
 #[pyfunction]
 fn remove_pid_file(state_dir: &Bound<'_, PyAny>) -> PyResult<()> {
-    devrig::remove_pid_file(&path_arg("state_dir", state_dir)?).map_err(to_py)
+    devrig::remove_pid_file(&path_arg("state_dir", state_dir)?)
+        .map_err(|e| os_err(e, Some(state_dir.clone().unbind())))
 }
 
 /// After a crash: kills the process tree of every service recorded in
 /// ``state_dir`` that is still the same process (pid + start time), and
 /// returns how many were reaped. FileNotFoundError if ``state_dir`` does not
-/// exist.
+/// exist, NotADirectoryError if it is not a directory.
 #[pyfunction]
 #[pyo3(signature = (state_dir, grace=None), text_signature = "(state_dir, grace=5.0)")]
 fn reap_orphans(
@@ -1952,8 +2011,27 @@ fn reap_orphans(
         Some(g) if !g.is_none() => secs_arg("grace", g)?,
         _ => Duration::from_secs(5),
     };
+    let filename = || Some(state_dir.clone().unbind());
+    // The core says "does not exist" for anything but a directory: tell a
+    // file (or a failing stat) apart here.
+    match std::fs::metadata(&dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(PyOSError::new_err((
+                ENOTDIR,
+                format!("state directory {dir:?} is not a directory"),
+                filename(),
+            )))
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(os_err(
+                devrig::Error::Io(format!("cannot read state directory {dir:?}: {e}")),
+                filename(),
+            ))
+        }
+        _ => {}
+    }
     py.detach(move || devrig::reap_orphans(&dir, grace))
-        .map_err(to_py)
+        .map_err(|e| os_err(e, filename()))
 }
 
 #[pymodule]

@@ -2,6 +2,7 @@
 fork, interpreter shutdown, garbage collection, argument errors, reprs."""
 
 import asyncio
+import errno
 import gc
 import os
 import signal
@@ -544,8 +545,10 @@ def test_bad_arguments(kwargs, exc, needle):
 def test_unusable_state_dir_is_reported_at_construction(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         devrig.Supervisor("sd", "true", state_dir=f)
+    assert e.value.errno in (errno.EEXIST, errno.ENOTDIR)
+    assert e.value.filename == f
 
 
 def test_policy_as_config_dict_and_timedelta_durations():
