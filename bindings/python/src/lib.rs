@@ -212,8 +212,8 @@ fn int_arg(name: &str, obj: &Bound<'_, PyAny>, max: u64) -> PyResult<u64> {
             obj.repr().map(|r| r.to_string()).unwrap_or_default()
         )));
     }
-    match obj.extract::<i64>() {
-        Ok(v) if v >= 0 && (v as u64) <= max => Ok(v as u64),
+    match obj.extract::<u64>() {
+        Ok(v) if v <= max => Ok(v),
         _ => Err(PyValueError::new_err(format!(
             "{name} {} is out of range (0..={max})",
             obj.repr().map(|r| r.to_string()).unwrap_or_default()
@@ -403,7 +403,9 @@ struct RestartPolicy {
 }
 
 const U32: u64 = u32::MAX as u64;
-const MS_MAX: u64 = i64::MAX as u64 / 1000;
+/// The largest duration in ms: the C API's uint64_t, and what the
+/// constructor's seconds reach (so that from_config takes any to_config).
+const MS_MAX: u64 = u64::MAX;
 
 impl RestartPolicy {
     fn checked(inner: devrig::RestartPolicy) -> PyResult<Self> {
@@ -533,7 +535,8 @@ impl RestartPolicy {
                 // Milliseconds: an int (a float with no fraction is accepted).
                 if v.is_instance_of::<PyFloat>() {
                     let f: f64 = v.extract()?;
-                    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= MS_MAX as f64 {
+                    // 2^64: the first float above MS_MAX.
+                    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 18446744073709551616.0 {
                         return Ok(f as u64);
                     }
                     return Err(PyValueError::new_err(format!(

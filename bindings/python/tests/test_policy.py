@@ -127,6 +127,20 @@ def test_from_config():
     assert RestartPolicy.from_config({"max_restarts": None}).max_restarts == 10
 
 
+def test_from_config_takes_whatever_to_config_gives():
+    huge = RestartPolicy(startup_grace=1e13, initial_delay=1e15, max_delay=1.8e16,
+                         reset_after=1e16, crash_loop_window=1e16,
+                         max_restarts=2**32 - 1, crash_loop_limit=2**32 - 1)
+    assert RestartPolicy.from_config(huge.to_config()) == huge
+    top = RestartPolicy.from_config({"initial_delay_ms": 2**64 - 1, "max_delay_ms": 2**64 - 1})
+    assert top.max_delay_ms == 2**64 - 1
+    assert RestartPolicy.from_config(top.to_config()) == top
+    with pytest.raises(ValueError, match="max_delay_ms"):
+        RestartPolicy.from_config({"max_delay_ms": 2**64})
+    with pytest.raises(ValueError, match="max_delay_ms"):
+        RestartPolicy.from_config({"max_delay_ms": float(2**64)})
+
+
 def test_from_config_unknown_keys_are_named():
     with pytest.raises(ValueError) as e:
         RestartPolicy.from_config({"policy": "always", "max_restart": 3, "bogus": 1})
