@@ -50,15 +50,61 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+thread_local! {
+    /// Set on the core's threads the first time they call one of our
+    /// callbacks: the only way Python code runs on them.
+    static LIBRARY_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn mark_library_thread() {
+    LIBRARY_THREAD.with(|f| f.set(true));
+}
+
+/// True inside a callback (on a library thread), where blocking on a run
+/// would deadlock.
+fn on_library_thread() -> bool {
+    LIBRARY_THREAD.with(|f| f.get())
+}
+
 /// Maps a core error onto the Python exception hierarchy.
 fn to_py(e: devrig::Error) -> PyErr {
+    os_err(e, None)
+}
+
+/// ENOENT and ENOTDIR, the same on every Unix.
+const ENOENT: i32 = 2;
+const ENOTDIR: i32 = 20;
+
+/// The errno at the end of a core message about a failed system call: the
+/// core words those "context: description (os error N)".
+fn os_errno(msg: &str) -> Option<i32> {
+    let rest = &msg[msg.rfind("(os error ")? + "(os error ".len()..];
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+/// As `to_py`, and an `OSError` (or `SpawnError`) carries ``errno`` when
+/// the core's message has one (``OSError(errno, message, filename)``, which
+/// also picks the subclass: ``FileNotFoundError``, ``NotADirectoryError``,
+/// ``PermissionError`` ...) and ``filename``: the path argument concerned,
+/// as the caller passed it.
+fn os_err(e: devrig::Error, filename: Option<Py<PyAny>>) -> PyErr {
     use devrig::Error as E;
     match e {
         E::InvalidArgument(m) => PyValueError::new_err(m),
-        E::Spawn(m) => SpawnError::new_err(m),
+        E::Spawn(m) => match os_errno(&m) {
+            Some(n) => SpawnError::new_err((n, m, filename)),
+            None => SpawnError::new_err(m),
+        },
         E::State(m) => StateError::new_err(m),
-        E::Io(m) => PyOSError::new_err(m),
-        E::NotFound(m) => PyFileNotFoundError::new_err(m),
+        E::Io(m) => match os_errno(&m) {
+            Some(n) => PyOSError::new_err((n, m, filename)),
+            None => PyOSError::new_err(m),
+        },
+        E::NotFound(m) => {
+            let n = os_errno(&m).unwrap_or(ENOENT);
+            PyFileNotFoundError::new_err((n, m, filename))
+        }
         E::Timeout(m) => PyTimeoutError::new_err(m),
         E::Panic(m) => PyRuntimeError::new_err(format!("internal error (panic): {m}")),
     }
@@ -124,29 +170,31 @@ fn mode_value(m: devrig::RestartMode) -> u32 {
 
 /// Accepts a `RestartMode`, its int value, or the config spelling
 /// ("on-failure", "always", "never"; "on_failure" and any case too).
-fn parse_mode(obj: &Bound<'_, PyAny>) -> PyResult<devrig::RestartMode> {
+/// `name` is the argument (``mode``) or config key (``policy``).
+fn parse_mode(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<devrig::RestartMode> {
     if let Ok(s) = obj.cast::<PyString>() {
-        let s = s.to_cow()?;
+        let s = utf8(name, s)?;
         let norm = s.trim().to_ascii_lowercase().replace('_', "-");
         return devrig::RestartMode::parse(&norm).map_err(|_| {
             PyValueError::new_err(format!(
-                "restart mode {s:?} is not one of 'on-failure', 'always', 'never'"
+                "{name}: restart mode {} is not one of 'on-failure', 'always', 'never'",
+                repr_str(&s)
             ))
         });
     }
     if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        let v: i64 = obj.extract()?;
-        return match v {
-            0 => Ok(devrig::RestartMode::OnFailure),
-            1 => Ok(devrig::RestartMode::Always),
-            2 => Ok(devrig::RestartMode::Never),
+        return match obj.extract::<i64>() {
+            Ok(0) => Ok(devrig::RestartMode::OnFailure),
+            Ok(1) => Ok(devrig::RestartMode::Always),
+            Ok(2) => Ok(devrig::RestartMode::Never),
             _ => Err(PyValueError::new_err(format!(
-                "restart mode {v} is not a RestartMode value (0, 1 or 2)"
+                "{name}: restart mode {} is not a RestartMode value (0, 1 or 2)",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
             ))),
         };
     }
     Err(PyTypeError::new_err(format!(
-        "restart mode must be a devrig.RestartMode or a str, got {} {}",
+        "{name} must be a devrig.RestartMode or a str, got {} {}",
         type_name(obj),
         obj.repr().map(|r| r.to_string()).unwrap_or_default()
     )))
@@ -164,8 +212,8 @@ fn int_arg(name: &str, obj: &Bound<'_, PyAny>, max: u64) -> PyResult<u64> {
             obj.repr().map(|r| r.to_string()).unwrap_or_default()
         )));
     }
-    match obj.extract::<i64>() {
-        Ok(v) if v >= 0 && (v as u64) <= max => Ok(v as u64),
+    match obj.extract::<u64>() {
+        Ok(v) if v <= max => Ok(v),
         _ => Err(PyValueError::new_err(format!(
             "{name} {} is out of range (0..={max})",
             obj.repr().map(|r| r.to_string()).unwrap_or_default()
@@ -268,9 +316,50 @@ fn pid_arg(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
     }
 }
 
+/// The text of a str argument: a ValueError naming the argument when it
+/// cannot be UTF-8 (a lone surrogate, e.g. from surrogateescape).
+fn utf8(name: &str, s: &Bound<'_, PyString>) -> PyResult<String> {
+    match s.to_cow() {
+        Ok(c) => Ok(c.into_owned()),
+        Err(_) => Err(PyValueError::new_err(format!(
+            "{name} is not valid UTF-8 text (it contains a lone surrogate): {}",
+            s.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+/// A keyword argument as given, None included (PyO3 turns an explicit
+/// None into the default of an `Option`), for `bool_arg` to check.
+enum GivenArg {
+    Missing,
+    Given(Py<PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for GivenArg {
+    type Error = PyErr;
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(GivenArg::Given(obj.to_owned().unbind()))
+    }
+}
+
+/// A bool argument: True or False, nothing else (a TypeError naming it).
+fn bool_arg(py: Python<'_>, name: &str, arg: &GivenArg, default: bool) -> PyResult<bool> {
+    match arg {
+        GivenArg::Missing => Ok(default),
+        GivenArg::Given(o) => match o.bind(py).cast::<PyBool>() {
+            Ok(b) => Ok(b.is_true()),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "{name} must be a bool (True or False), got {} {}",
+                type_name(o.bind(py)),
+                o.bind(py).repr().map(|r| r.to_string()).unwrap_or_default()
+            ))),
+        },
+    }
+}
+
 fn str_arg(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> {
     match obj.cast::<PyString>() {
-        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Ok(s) => utf8(name, s),
         Err(_) => Err(PyTypeError::new_err(format!(
             "{name} must be a str, got {} {}",
             type_name(obj),
@@ -314,7 +403,9 @@ struct RestartPolicy {
 }
 
 const U32: u64 = u32::MAX as u64;
-const MS_MAX: u64 = i64::MAX as u64 / 1000;
+/// The largest duration in ms: the C API's uint64_t, and what the
+/// constructor's seconds reach (so that from_config takes any to_config).
+const MS_MAX: u64 = u64::MAX;
 
 impl RestartPolicy {
     fn checked(inner: devrig::RestartPolicy) -> PyResult<Self> {
@@ -337,9 +428,14 @@ impl RestartPolicy {
 #[pymethods]
 impl RestartPolicy {
     #[new]
+    // None (or leaving an argument out) means its default; the text
+    // signature shows the defaults themselves (inspect.signature, help).
     #[pyo3(signature = (mode=None, max_restarts=None, startup_max_restarts=None,
         startup_grace=None, initial_delay=None, max_delay=None, reset_after=None,
-        crash_loop_limit=None, crash_loop_window=None))]
+        crash_loop_limit=None, crash_loop_window=None),
+        text_signature = "(mode=RestartMode.ON_FAILURE, max_restarts=10, \
+            startup_max_restarts=3, startup_grace=2.0, initial_delay=0.5, max_delay=30.0, \
+            reset_after=60.0, crash_loop_limit=5, crash_loop_window=30.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         mode: Option<&Bound<'_, PyAny>>,
@@ -354,7 +450,7 @@ impl RestartPolicy {
     ) -> PyResult<Self> {
         let d = devrig::RestartPolicy::default();
         let mode = match mode {
-            Some(m) if !m.is_none() => parse_mode(m)?,
+            Some(m) if !m.is_none() => parse_mode("mode", m)?,
             _ => d.mode,
         };
         Self::checked(devrig::RestartPolicy {
@@ -421,9 +517,9 @@ impl RestartPolicy {
         for item in items.try_iter()? {
             let item = item?;
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-            let key = match k.cast::<PyString>() {
-                Ok(s) => s.to_cow()?.into_owned(),
-                Err(_) => {
+            let key = match k.cast::<PyString>().ok().and_then(|s| s.to_cow().ok()) {
+                Some(s) => s.into_owned(),
+                None => {
                     unknown.push(k.repr()?.to_string());
                     continue;
                 }
@@ -439,7 +535,8 @@ impl RestartPolicy {
                 // Milliseconds: an int (a float with no fraction is accepted).
                 if v.is_instance_of::<PyFloat>() {
                     let f: f64 = v.extract()?;
-                    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= MS_MAX as f64 {
+                    // 2^64: the first float above MS_MAX.
+                    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 18446744073709551616.0 {
                         return Ok(f as u64);
                     }
                     return Err(PyValueError::new_err(format!(
@@ -449,7 +546,7 @@ impl RestartPolicy {
                 int_arg(name, &v, MS_MAX)
             };
             match key.as_str() {
-                "policy" => p.mode = parse_mode(&v)?,
+                "policy" => p.mode = parse_mode(&key, &v)?,
                 "max_restarts" => p.max_restarts = int_arg(&key, &v, U32)? as u32,
                 "startup_max_restarts" => p.startup_max_restarts = int_arg(&key, &v, U32)? as u32,
                 "startup_grace_ms" => p.startup_grace_ms = ms(&key)?,
@@ -494,9 +591,9 @@ impl RestartPolicy {
         let mut p = self.inner;
         if let Some(ch) = changes {
             for (k, v) in ch.iter() {
-                let key: String = k.extract()?;
+                let key = utf8("RestartPolicy field", k.cast::<PyString>()?)?;
                 match key.as_str() {
-                    "mode" => p.mode = parse_mode(&v)?,
+                    "mode" => p.mode = parse_mode(&key, &v)?,
                     "max_restarts" => p.max_restarts = int_arg(&key, &v, U32)? as u32,
                     "startup_max_restarts" => {
                         p.startup_max_restarts = int_arg(&key, &v, U32)? as u32
@@ -751,6 +848,13 @@ impl LogLine {
     fn data<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.batch.bytes(self.idx))
     }
+    /// The length of the line in bytes, as the child wrote it (the C
+    /// field ``len``): ``len(line.data)``, not ``len(line.text)``.
+    #[getter]
+    fn len(&self) -> usize {
+        let m = self.meta();
+        m.end - m.start
+    }
     /// ``devrig.Stream.STDOUT`` or ``devrig.Stream.STDERR``.
     #[getter]
     fn stream(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -1001,57 +1105,113 @@ impl Outcome {
 /// Batches waiting for `Supervisor.log_batches()` (``queue_logs=True``).
 /// Filled by the core's threads without the GIL; bounded, so a slow
 /// consumer slows the child (through the pipe) instead of growing memory.
-/// Once a stop has been requested it no longer blocks the producer (the
-/// rest of the output is bounded by what the pipes hold).
+///
+/// The bound holds during a stop too, when a child may keep writing (it
+/// ignores SIGTERM, or logs while it shuts down). A push never waits
+/// without end then, since the run's thread is the one that sends SIGKILL
+/// once `stop_grace` has passed: when the queue is full it waits for the
+/// consumer to take a batch until the stop's grace period ends, and after
+/// that only while the consumer is still taking batches (one at least every
+/// `STOP_PATIENCE`). A batch that still finds no room is dropped and its
+/// lines counted, so what the consumer reads is every line up to some
+/// point, in order (the newest lines go, never the older ones).
 struct LogQueue {
     state: Mutex<QueueState>,
     not_empty: Condvar,
     not_full: Condvar,
     cap: usize,
+    stop_grace: Duration,
 }
+
+/// After a stop's grace period: how long a push into a full queue waits
+/// for the consumer, counted from the last batch it took.
+const STOP_PATIENCE: Duration = Duration::from_millis(250);
 
 struct QueueState {
     batches: VecDeque<Arc<BatchData>>,
-    /// The run has ended: nothing more will be pushed.
+    /// The run has ended (or its supervisor is gone): nothing more will be
+    /// pushed.
     closed: bool,
-    /// A stop was requested: pushes do not wait for room.
-    stopping: bool,
+    /// A stop was requested: when its grace period ends.
+    stop_deadline: Option<Instant>,
+    /// When the consumer last took a batch.
+    last_take: Option<Instant>,
+    /// Lines dropped because the queue stayed full during a stop.
+    dropped_lines: u64,
 }
 
 impl LogQueue {
-    fn new(cap: usize) -> LogQueue {
+    fn new(cap: usize, stop_grace: Duration) -> LogQueue {
         LogQueue {
             state: Mutex::new(QueueState {
                 batches: VecDeque::new(),
                 closed: false,
-                stopping: false,
+                stop_deadline: None,
+                last_take: None,
+                dropped_lines: 0,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             cap,
+            stop_grace,
         }
     }
 
     fn push(&self, b: Arc<BatchData>) {
         let mut st = lock(&self.state);
-        while st.batches.len() >= self.cap && !st.stopping && !st.closed {
-            st = self.not_full.wait(st).unwrap_or_else(|e| e.into_inner());
+        while st.batches.len() >= self.cap {
+            let until = match (st.closed, st.stop_deadline) {
+                // Nobody can take a batch any more.
+                (true, _) => None,
+                // No stop: wait for room as long as it takes (backpressure).
+                (false, None) => {
+                    st = self.not_full.wait(st).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                (false, Some(deadline)) => Some(match st.last_take {
+                    Some(t) => deadline.max(t + STOP_PATIENCE),
+                    None => deadline,
+                }),
+            };
+            let now = Instant::now();
+            match until {
+                Some(u) if now < u => {
+                    st = self
+                        .not_full
+                        .wait_timeout(st, u - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                _ => {
+                    st.dropped_lines += b.lines.len() as u64;
+                    return;
+                }
+            }
         }
         st.batches.push_back(b);
         self.not_empty.notify_all();
     }
 
     fn set_stopping(&self) {
-        lock(&self.state).stopping = true;
+        let mut st = lock(&self.state);
+        let deadline = Instant::now().checked_add(self.stop_grace);
+        // The first request counts: the run's SIGKILL is due stop_grace
+        // after it, never later.
+        if st.stop_deadline.is_none() {
+            st.stop_deadline = Some(deadline.unwrap_or_else(far_future));
+        }
         self.not_full.notify_all();
     }
 
     fn close(&self) {
         let mut st = lock(&self.state);
         st.closed = true;
-        st.stopping = true;
         self.not_empty.notify_all();
         self.not_full.notify_all();
+    }
+
+    fn dropped_lines(&self) -> u64 {
+        lock(&self.state).dropped_lines
     }
 
     /// Waits up to `slice` for a batch: `Ok(Some)`, `Ok(None)` (nothing
@@ -1067,6 +1227,7 @@ impl LogQueue {
         }
         match st.batches.pop_front() {
             Some(b) => {
+                st.last_take = Some(Instant::now());
                 self.not_full.notify_all();
                 Ok(Some(b))
             }
@@ -1074,6 +1235,13 @@ impl LogQueue {
             None => Ok(None),
         }
     }
+}
+
+/// An instant no deadline reaches (for a stop_grace too large to add).
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(u32::MAX as u64))
+        .unwrap_or(now)
 }
 
 /// Iterator over the ``LogBatch``es of a supervisor made with
@@ -1115,6 +1283,17 @@ struct Shared {
     core: OnceLock<Weak<devrig::Supervisor>>,
     /// With queue_logs=True: where lines go instead of a callback.
     queue: Option<Arc<LogQueue>>,
+    /// Who is told when the run ends (``run_async``).
+    run_end: Mutex<RunEnd>,
+}
+
+#[derive(Default)]
+struct RunEnd {
+    /// The terminal event has been emitted.
+    ended: bool,
+    /// Called (with no argument) on the library thread that emits the
+    /// terminal event, after ``on_event`` has seen it.
+    waiters: Vec<Py<PyAny>>,
 }
 
 impl Shared {
@@ -1143,6 +1322,27 @@ impl Shared {
 
     fn take_error(&self) -> Option<PyErr> {
         lock(&self.error).take()
+    }
+
+    /// The terminal event has been emitted: calls the waiters of
+    /// ``_on_run_end``.
+    fn run_ended(&self) {
+        let waiters = {
+            let mut r = lock(&self.run_end);
+            r.ended = true;
+            std::mem::take(&mut r.waiters)
+        };
+        if waiters.is_empty() {
+            return;
+        }
+        // None: the interpreter is finalizing; nobody is left to tell.
+        let _ = Python::try_attach(|py| {
+            for w in waiters {
+                if let Err(e) = w.bind(py).call0() {
+                    e.write_unraisable(py, Some(w.bind(py)));
+                }
+            }
+        });
     }
 
     fn deliver_lines(&self, py: Python<'_>, lines: &[devrig::LogLine<'_>]) {
@@ -1197,6 +1397,8 @@ struct Supervisor {
     core: Arc<devrig::Supervisor>,
     shared: Arc<Shared>,
     name: String,
+    /// The working directory, to name it in a SpawnError.
+    cwd: Option<PathBuf>,
     creator_pid: u32,
     /// Started by `__enter__`: the next explicit start() is accepted once.
     implicit_start: AtomicBool,
@@ -1222,7 +1424,22 @@ impl Supervisor {
             return Ok(());
         }
         let core = self.core.clone();
-        py.detach(move || core.start()).map_err(to_py)
+        py.detach(move || core.start())
+            .map_err(|e| self.spawn_err(py, e))
+    }
+
+    /// A spawn failure carries the working directory as ``filename`` when
+    /// that is what failed (it is not a usable directory).
+    fn spawn_err(&self, py: Python<'_>, e: devrig::Error) -> PyErr {
+        let cwd = match (&e, &self.cwd) {
+            (devrig::Error::Spawn(_), Some(d)) if !d.is_dir() => d
+                .as_os_str()
+                .into_pyobject(py)
+                .ok()
+                .map(|o| o.into_any().unbind()),
+            _ => None,
+        };
+        os_err(e, cwd)
     }
 
     /// Waits for the end of the run in GIL-free slices, checking signals in
@@ -1257,7 +1474,7 @@ impl Supervisor {
         if let Some(e) = self.shared.take_error() {
             return Err(e);
         }
-        result.map_err(to_py)
+        result.map_err(|e| self.spawn_err(py, e))
     }
 
     fn stop_and_reap(&self, py: Python<'_>) {
@@ -1297,8 +1514,8 @@ fn check_callable(name: &str, obj: Option<Bound<'_, PyAny>>) -> PyResult<Option<
 impl Supervisor {
     #[new]
     #[pyo3(signature = (name, command, cwd=None, env=None, policy=None, state_dir=None,
-        stop_grace=None, on_log=None, on_event=None, *, multiline=true, max_line_bytes=None,
-        on_log_batch=None, queue_logs=false))]
+        stop_grace=None, on_log=None, on_event=None, *, multiline=GivenArg::Missing,
+        max_line_bytes=None, on_log_batch=None, queue_logs=GivenArg::Missing))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1311,11 +1528,13 @@ impl Supervisor {
         stop_grace: Option<&Bound<'_, PyAny>>,
         on_log: Option<Bound<'_, PyAny>>,
         on_event: Option<Bound<'_, PyAny>>,
-        multiline: bool,
+        multiline: GivenArg,
         max_line_bytes: Option<&Bound<'_, PyAny>>,
         on_log_batch: Option<Bound<'_, PyAny>>,
-        queue_logs: bool,
+        queue_logs: GivenArg,
     ) -> PyResult<Self> {
+        let multiline = bool_arg(py, "multiline", &multiline, true)?;
+        let queue_logs = bool_arg(py, "queue_logs", &queue_logs, false)?;
         let name = str_arg("name", name)?;
         let command = str_arg("command", command)?;
         let mut cfg = devrig::Config::new(&name, &command).map_err(to_py)?;
@@ -1333,7 +1552,7 @@ impl Supervisor {
                 let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
                 let key = str_arg("env key", &k)?;
                 let value = match v.cast::<PyString>() {
-                    Ok(s) => s.to_cow()?.into_owned(),
+                    Ok(s) => utf8(&format!("env value of {}", repr_str(&key)), s)?,
                     Err(_) => {
                         return Err(PyTypeError::new_err(format!(
                             "env value of {} must be a str, got {} {}",
@@ -1402,7 +1621,17 @@ impl Supervisor {
         let has_log = on_log.is_some() || batch;
         let has_event = on_event.is_some();
 
-        let core = Arc::new(devrig::Supervisor::new(cfg).map_err(to_py)?);
+        let stop_grace = cfg.stop_grace;
+        let cwd = cfg.working_dir.clone();
+        let core = Arc::new(devrig::Supervisor::new(cfg).map_err(|e| {
+            // An unusable state directory is the failure with a path here.
+            os_err(
+                e,
+                state_dir
+                    .filter(|d| !d.is_none())
+                    .map(|d| d.clone().unbind()),
+            )
+        })?);
         let shared = Arc::new(Shared {
             service: Arc::from(name.as_str()),
             on_log: Mutex::new(on_log.or(on_log_batch)),
@@ -1410,13 +1639,15 @@ impl Supervisor {
             on_event: Mutex::new(on_event),
             error: Mutex::new(None),
             core: OnceLock::new(),
-            queue: queue_logs.then(|| Arc::new(LogQueue::new(LOG_QUEUE_BATCHES))),
+            queue: queue_logs.then(|| Arc::new(LogQueue::new(LOG_QUEUE_BATCHES, stop_grace))),
+            run_end: Mutex::new(RunEnd::default()),
         });
         let _ = shared.core.set(Arc::downgrade(&core));
         enums(py)?;
         if has_log {
             let sh = shared.clone();
             core.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+                mark_library_thread();
                 // None: the interpreter is finalizing; drop the lines.
                 let _ = Python::try_attach(|py| sh.deliver_lines(py, lines));
             })))
@@ -1430,27 +1661,29 @@ impl Supervisor {
             })))
             .map_err(to_py)?;
         }
-        if has_log || has_event || queue_logs {
-            let sh = shared.clone();
-            core.on_event(Some(Box::new(move |ev: &devrig::Event| {
-                if ev.kind == devrig::EventKind::Stopping {
-                    sh.stopping();
+        // Always installed: run_async learns of the end of the run here.
+        let sh = shared.clone();
+        core.on_event(Some(Box::new(move |ev: &devrig::Event| {
+            mark_library_thread();
+            if ev.kind == devrig::EventKind::Stopping {
+                sh.stopping();
+            }
+            if has_log || has_event {
+                let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
+            }
+            if ev.kind.is_terminal() {
+                if let Some(q) = &sh.queue {
+                    q.close();
                 }
-                if has_log || has_event {
-                    let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
-                }
-                if ev.kind.is_terminal() {
-                    if let Some(q) = &sh.queue {
-                        q.close();
-                    }
-                }
-            })))
-            .map_err(to_py)?;
-        }
+                sh.run_ended();
+            }
+        })))
+        .map_err(to_py)?;
         Ok(Supervisor {
             core,
             shared,
             name,
+            cwd,
             creator_pid: std::process::id(),
             implicit_start: AtomicBool::new(false),
         })
@@ -1469,6 +1702,15 @@ impl Supervisor {
     /// the first spawn failed, StateError if already started, and re-raises
     /// an exception raised by a callback (after the service has stopped).
     fn run(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_fork()?;
+        if on_library_thread() {
+            // Checked before the start: the run would never be waited for.
+            return Err(StateError::new_err(format!(
+                "run of supervisor {} from a library thread (inside a callback) would \
+                 deadlock; it was not started (use start() there)",
+                repr_str(&self.name)
+            )));
+        }
         self.start_impl(py)?;
         self.wait_impl(py, None)
     }
@@ -1508,6 +1750,15 @@ impl Supervisor {
     /// been taken. Waits with the GIL released (Ctrl-C raises). The fastest
     /// way to consume a chatty service: the core's threads never wait for
     /// the GIL, so reading and splitting run in parallel with your loop.
+    ///
+    /// The queue holds 16 batches (reads of the pipe): when it is full the
+    /// child waits (backpressure), so memory stays bounded. During a stop
+    /// the bound holds too, and the stop still ends in time: a full queue
+    /// waits for your loop until ``stop_grace`` has passed since the stop
+    /// request, then only while your loop keeps taking batches (one at
+    /// least every 0.25 s). A read that still finds no room is dropped: you
+    /// get every line up to that point, in order, and ``dropped_lines``
+    /// counts the rest.
     fn log_batches(slf: Bound<'_, Self>) -> PyResult<LogBatchIterator> {
         let me = slf.get();
         me.check_fork()?;
@@ -1541,14 +1792,25 @@ impl Supervisor {
 
     /// True once ``start()`` (or ``run()``) has been called.
     #[getter]
-    fn started(&self) -> bool {
-        self.core.is_started()
+    fn started(&self) -> PyResult<bool> {
+        self.check_fork()?;
+        Ok(self.core.is_started())
     }
 
     /// True once the run has ended.
     #[getter]
-    fn done(&self) -> bool {
-        self.core.is_done()
+    fn done(&self) -> PyResult<bool> {
+        self.check_fork()?;
+        Ok(self.core.is_done())
+    }
+
+    /// With ``queue_logs=True``: how many lines were dropped because the
+    /// queue stayed full during a stop (0 otherwise, and always 0 while
+    /// your loop keeps up). See ``log_batches()``.
+    #[getter]
+    fn dropped_lines(&self) -> PyResult<u64> {
+        self.check_fork()?;
+        Ok(self.shared.queue.as_ref().map_or(0, |q| q.dropped_lines()))
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
@@ -1574,21 +1836,33 @@ impl Supervisor {
         Ok(false)
     }
 
-    /// Waits (GIL released, no signal checks) until the run has ended or
-    /// ``timeout`` passed; returns whether it has ended. Raises nothing
-    /// about the run itself. Used by ``run_async``.
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_done(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    /// Calls ``callback()`` (on a library thread, GIL held) once the run
+    /// has emitted its terminal event, after ``on_event`` has seen it.
+    /// Returns False, and keeps nothing, if the run has ended already (or
+    /// was never started: then it never will end). Used by ``run_async``.
+    fn _on_run_end(&self, callback: Bound<'_, PyAny>) -> PyResult<bool> {
         self.check_fork()?;
-        if !self.core.is_started() {
+        let mut r = lock(&self.shared.run_end);
+        if r.ended || !self.core.is_started() || self.core.is_done() {
             return Ok(false);
         }
-        let core = self.core.clone();
-        let t = timeout.and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok());
-        py.detach(move || {
-            let _ = core.wait(t);
-        });
-        Ok(self.core.is_done())
+        r.waiters.push(callback.unbind());
+        Ok(true)
+    }
+
+    /// Waits (GIL released, no signal checks) until the run has ended;
+    /// raises nothing about the run itself. ``run_async`` calls it once the
+    /// terminal event has been emitted, when the run's thread is only
+    /// finishing (microseconds).
+    fn _wait_done(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_fork()?;
+        if self.core.is_started() {
+            let core = self.core.clone();
+            py.detach(move || {
+                let _ = core.wait(None);
+            });
+        }
+        Ok(())
     }
 
     /// True in a process made by fork() from the one that created this handle.
@@ -1597,7 +1871,10 @@ impl Supervisor {
     }
 
     fn __repr__(&self) -> String {
-        let state = if !self.core.is_started() {
+        let state = if self._is_forked_copy() {
+            // Its state is the parent's at the fork, and says nothing here.
+            "forked copy, unusable".to_string()
+        } else if !self.core.is_started() {
             "not started".to_string()
         } else if !self.core.is_done() {
             "running".to_string()
@@ -1614,13 +1891,19 @@ impl Supervisor {
         if let Ok(g) = self.shared.on_event.try_lock() {
             visit.call(g.as_ref())?;
         }
+        if let Ok(g) = self.shared.run_end.try_lock() {
+            for w in &g.waiters {
+                visit.call(w)?;
+            }
+        }
         Ok(())
     }
 
     fn __clear__(&self) {
         let a = lock(&self.shared.on_log).take();
         let b = lock(&self.shared.on_event).take();
-        drop((a, b));
+        let c = std::mem::take(&mut lock(&self.shared.run_end).waiters);
+        drop((a, b, c));
     }
 }
 
@@ -1643,7 +1926,7 @@ impl Drop for Supervisor {
 /// survivors after ``grace`` seconds. Returns early once all are gone. A pid
 /// that does not exist is not an error.
 #[pyfunction]
-#[pyo3(signature = (pid, grace=None))]
+#[pyo3(signature = (pid, grace=None), text_signature = "(pid, grace=5.0)")]
 fn kill_tree(
     py: Python<'_>,
     pid: &Bound<'_, PyAny>,
@@ -1704,21 +1987,23 @@ fn _pid_file_path(state_dir: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
 /// ``state_dir/devrig.pid`` (atomically).
 #[pyfunction]
 fn write_pid_file(state_dir: &Bound<'_, PyAny>) -> PyResult<()> {
-    devrig::write_pid_file(&path_arg("state_dir", state_dir)?).map_err(to_py)
+    devrig::write_pid_file(&path_arg("state_dir", state_dir)?)
+        .map_err(|e| os_err(e, Some(state_dir.clone().unbind())))
 }
 
 /// Removes ``state_dir/devrig.pid``; succeeds if it is already absent.
 #[pyfunction]
 fn remove_pid_file(state_dir: &Bound<'_, PyAny>) -> PyResult<()> {
-    devrig::remove_pid_file(&path_arg("state_dir", state_dir)?).map_err(to_py)
+    devrig::remove_pid_file(&path_arg("state_dir", state_dir)?)
+        .map_err(|e| os_err(e, Some(state_dir.clone().unbind())))
 }
 
 /// After a crash: kills the process tree of every service recorded in
 /// ``state_dir`` that is still the same process (pid + start time), and
 /// returns how many were reaped. FileNotFoundError if ``state_dir`` does not
-/// exist.
+/// exist, NotADirectoryError if it is not a directory.
 #[pyfunction]
-#[pyo3(signature = (state_dir, grace=None))]
+#[pyo3(signature = (state_dir, grace=None), text_signature = "(state_dir, grace=5.0)")]
 fn reap_orphans(
     py: Python<'_>,
     state_dir: &Bound<'_, PyAny>,
@@ -1729,8 +2014,27 @@ fn reap_orphans(
         Some(g) if !g.is_none() => secs_arg("grace", g)?,
         _ => Duration::from_secs(5),
     };
+    let filename = || Some(state_dir.clone().unbind());
+    // The core says "does not exist" for anything but a directory: tell a
+    // file (or a failing stat) apart here.
+    match std::fs::metadata(&dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(PyOSError::new_err((
+                ENOTDIR,
+                format!("state directory {dir:?} is not a directory"),
+                filename(),
+            )))
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(os_err(
+                devrig::Error::Io(format!("cannot read state directory {dir:?}: {e}")),
+                filename(),
+            ))
+        }
+        _ => {}
+    }
     py.detach(move || devrig::reap_orphans(&dir, grace))
-        .map_err(to_py)
+        .map_err(|e| os_err(e, filename()))
 }
 
 #[pymodule]

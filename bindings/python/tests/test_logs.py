@@ -48,7 +48,7 @@ def test_line_fields(rec):
     started = rec.events[0]
     (out,) = [l for l in rec.lines if l.stream is Stream.STDOUT]
     (err,) = [l for l in rec.lines if l.stream is Stream.STDERR]
-    assert out.text == "hello" and out.data == b"hello"
+    assert out.text == "hello" and out.data == b"hello" and out.len == 5
     assert out.stream is Stream.STDOUT and err.stream is Stream.STDERR
     assert out.service == "logs"
     assert out.pid == started.pid
@@ -114,6 +114,9 @@ def test_invalid_utf8_decoded_leniently_raw_bytes_kept(rec):
     (line,) = rec.lines
     assert line.data == b"caf\xc3\xa9 \xffx"
     assert line.text == "café \ufffdx"
+    # len is the C field: bytes as the child wrote them, before decoding.
+    assert line.len == 8 == len(line.data)
+    assert len(line.text) == 7
 
 
 def test_all_lines_arrive_before_exited(rec):
@@ -201,6 +204,52 @@ def test_queue_logs_backpressure_and_cancel_without_consumer():
     assert sup.outcome.kind is devrig.OutcomeKind.CANCELLED
     # The iterator drains what was queued, then ends.
     assert sum(len(b) for b in sup.log_batches()) > 0
+
+
+def test_queue_logs_stays_bounded_during_a_stop_when_nobody_reads():
+    # The child ignores SIGTERM and floods its pipe through the whole grace
+    # period; nobody reads. The queue keeps its bound (16 reads) during the
+    # stop, the stop ends (SIGKILL after stop_grace), and what is left to
+    # read is every line up to some point, in order; the rest is counted.
+    sup = devrig.Supervisor("q5", "trap '' TERM; exec seq 1 1000000000", policy=NEVER,
+                            queue_logs=True, stop_grace=0.5)
+    sup.start()
+    it = sup.log_batches()
+    batches = [next(it)]  # seq runs: SIGTERM is ignored from now on
+    sup.cancel()
+    sup.wait(30)
+    assert sup.outcome.kind is devrig.OutcomeKind.CANCELLED
+    assert sup.outcome.last_signal == 9  # it took SIGKILL to end it
+    batches += list(it)
+    assert len(batches) <= 1 + 16
+    texts = [t for b in batches for t in b.texts()]
+    assert texts == [str(i) for i in range(1, len(texts) + 1)]
+    assert sup.dropped_lines > 0
+
+
+def test_queue_logs_reader_gets_every_line_written_around_a_stop():
+    # The stop is requested while the child is still writing and nobody
+    # reads, so the queue fills up; the child ignores SIGTERM, writes on
+    # and exits by itself within stop_grace. A reader that starts after the
+    # stop request gets every line: during a stop the queue waits for it.
+    n = 1_000_000
+    sup = devrig.Supervisor("q6", f"trap '' TERM; seq 1 {n}; echo end", policy=NEVER,
+                            queue_logs=True, stop_grace=60)
+    sup.start()
+    it = sup.log_batches()
+    got = next(it).texts()  # seq runs: SIGTERM is ignored from now on
+    sup.cancel()
+    got += [t for b in it for t in b.texts()]
+    sup.wait(30)
+    assert got == [str(i) for i in range(1, n + 1)] + ["end"]
+    assert sup.dropped_lines == 0
+    assert sup.outcome.kind is devrig.OutcomeKind.CANCELLED
+
+
+def test_dropped_lines_is_zero_without_a_queue():
+    sup = devrig.Supervisor("q7", "echo x", policy=NEVER)
+    sup.run()
+    assert sup.dropped_lines == 0
 
 
 def test_queue_logs_argument_rules():

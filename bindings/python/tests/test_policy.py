@@ -81,6 +81,13 @@ def test_refuses_nonsense_with_value_error_naming_it():
         RestartPolicy(mode="sometimes")
     with pytest.raises(ValueError, match="7"):
         RestartPolicy(mode=7)
+    with pytest.raises(ValueError, match="mode") as e:
+        RestartPolicy(mode="always\udcff")
+    assert type(e.value) is ValueError
+    with pytest.raises(ValueError, match="mode"):
+        RestartPolicy(mode=2**70)
+    with pytest.raises(ValueError, match="mode"):
+        devrig.DEFAULT_POLICY.replace(mode="\udcff")
 
 
 def test_refuses_wrong_types_with_type_error():
@@ -120,6 +127,20 @@ def test_from_config():
     assert RestartPolicy.from_config({"max_restarts": None}).max_restarts == 10
 
 
+def test_from_config_takes_whatever_to_config_gives():
+    huge = RestartPolicy(startup_grace=1e13, initial_delay=1e15, max_delay=1.8e16,
+                         reset_after=1e16, crash_loop_window=1e16,
+                         max_restarts=2**32 - 1, crash_loop_limit=2**32 - 1)
+    assert RestartPolicy.from_config(huge.to_config()) == huge
+    top = RestartPolicy.from_config({"initial_delay_ms": 2**64 - 1, "max_delay_ms": 2**64 - 1})
+    assert top.max_delay_ms == 2**64 - 1
+    assert RestartPolicy.from_config(top.to_config()) == top
+    with pytest.raises(ValueError, match="max_delay_ms"):
+        RestartPolicy.from_config({"max_delay_ms": 2**64})
+    with pytest.raises(ValueError, match="max_delay_ms"):
+        RestartPolicy.from_config({"max_delay_ms": float(2**64)})
+
+
 def test_from_config_unknown_keys_are_named():
     with pytest.raises(ValueError) as e:
         RestartPolicy.from_config({"policy": "always", "max_restart": 3, "bogus": 1})
@@ -135,6 +156,11 @@ def test_from_config_bad_values():
         RestartPolicy.from_config({"startup_grace_ms": "3000"})
     with pytest.raises(ValueError, match="maybe"):
         RestartPolicy.from_config({"policy": "maybe"})
+    with pytest.raises(ValueError, match="policy"):
+        RestartPolicy.from_config({"policy": "\udcff"})
+    with pytest.raises(ValueError, match="unknown") as e:
+        RestartPolicy.from_config({"max\udcff": 1})
+    assert type(e.value) is ValueError
     with pytest.raises(TypeError):
         RestartPolicy.from_config(["policy", "always"])
 

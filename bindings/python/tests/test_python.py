@@ -2,6 +2,7 @@
 fork, interpreter shutdown, garbage collection, argument errors, reprs."""
 
 import asyncio
+import errno
 import gc
 import os
 import signal
@@ -128,6 +129,33 @@ def test_exception_in_callback_inside_with_block():
             sup.wait(timeout=10)
 
 
+def test_run_inside_a_callback_raises_state_error_without_starting():
+    # run() from a callback would deadlock: StateError, and the other
+    # supervisor is left as it was (not started), so it can still run.
+    other = devrig.Supervisor("other", "echo hi", policy=fast_policy(mode="never"))
+    seen = {}
+
+    def on_event(ev):
+        if ev.kind == K.RUNNING and not seen:
+            try:
+                other.run()
+                seen["error"] = None
+            except devrig.StateError as e:
+                seen["error"] = e
+            seen["started"] = other.started
+            holder.cancel()
+
+    holder = devrig.Supervisor("holder", "sleep 60", policy=fast_policy(),
+                               on_event=on_event)
+    holder.run()
+    assert isinstance(seen["error"], devrig.StateError)
+    assert "callback" in str(seen["error"])
+    assert seen["started"] is False
+    assert not other.started
+    other.run()
+    assert other.outcome.kind is OutcomeKind.COMPLETED
+
+
 # ---------------------------------------------------------------- asyncio
 
 def test_run_async_completes_and_returns():
@@ -191,6 +219,89 @@ def test_many_concurrent_run_async():
     assert all(s.outcome.kind is OutcomeKind.COMPLETED for s in asyncio.run(main()))
 
 
+def test_concurrent_run_async_start_no_thread():
+    # API.md: the thread count is fixed whatever the number of handles.
+    # run_async waits without a thread of its own: the library thread that
+    # ends the run wakes the event loop.
+    def threads():
+        return len(os.listdir("/proc/self/task"))
+
+    n = 50
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        devrig.Supervisor("warm", "exit 0", policy=fast_policy()).run()
+        base = threads()  # the library's threads exist now
+        running = [0]
+        all_running = asyncio.Event()
+
+        def count():
+            running[0] += 1
+            if running[0] == n:
+                all_running.set()
+
+        def on_event(ev):
+            if ev.kind == K.RUNNING:
+                loop.call_soon_threadsafe(count)
+
+        sups = [devrig.Supervisor(f"t{i}", "exec sleep 60", policy=fast_policy(),
+                                  on_event=on_event) for i in range(n)]
+        tasks = [asyncio.create_task(s.run_async()) for s in sups]
+        await all_running.wait()
+        during = threads()
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        return base, during, sups
+
+    base, during, sups = asyncio.run(main())
+    assert during == base
+    assert all(s.outcome.kind is OutcomeKind.CANCELLED for s in sups)
+
+
+def test_run_async_second_cancellation_still_waits_for_the_reap(rec):
+    # A TaskGroup or gather tearing down, or a second Ctrl-C, cancels the
+    # task again while it waits for the stop: CancelledError still comes
+    # only once the service has been reaped.
+    async def main():
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def on_log(line):
+            if line.text == "ready":
+                loop.call_soon_threadsafe(ready.set)
+
+        sup = devrig.Supervisor("aio5", "trap '' TERM; echo ready; exec sleep 60",
+                                policy=fast_policy(), stop_grace=1.0,
+                                on_log=on_log, on_event=rec.on_event)
+        task = asyncio.create_task(sup.run_async())
+        await ready.wait()  # SIGTERM is ignored from now on
+        task.cancel()
+        await asyncio.sleep(0)  # the task takes the first cancellation
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sup.done
+        return sup
+
+    sup = asyncio.run(main())
+    assert sup.outcome.kind is OutcomeKind.CANCELLED
+    assert sup.outcome.last_signal == signal.SIGKILL
+    assert not alive(rec.events[0].pid)
+
+
+def test_run_async_after_the_run_has_ended_returns_at_once():
+    async def main():
+        with devrig.Supervisor("aio6", "exit 0", policy=fast_policy()) as sup:
+            sup.wait(10)
+            await sup.run_async()  # the start of the with block counts
+        return sup
+
+    assert asyncio.run(main()).outcome.kind is OutcomeKind.COMPLETED
+
+
 # -------------------------------------------------------------------- GIL
 
 def test_gil_released_while_run_blocks(tmp_path):
@@ -245,7 +356,8 @@ def test_fork_child_gets_state_error_and_never_touches_parent_service(rec):
     if child == 0:  # pragma: no cover - runs in the child
         results = []
         for call in (sup.cancel, sup.wait, sup.run, sup.start, sup.close,
-                     lambda: sup.outcome):
+                     lambda: sup.outcome, lambda: sup.started, lambda: sup.done,
+                     lambda: sup.dropped_lines, sup.log_batches, sup.__enter__):
             try:
                 call()
                 results.append("no error")
@@ -253,16 +365,20 @@ def test_fork_child_gets_state_error_and_never_touches_parent_service(rec):
                 results.append("StateError" if "fork" in str(e) else "other:" + str(e))
             except BaseException as e:  # noqa: BLE001
                 results.append(type(e).__name__)
+        # The name still answers; repr says what the handle is.
+        results.append(sup.name)
+        results.append(repr(sup))
         del sup  # dropping in the child must not stop the parent's service
         gc.collect()
-        os.write(w, ",".join(results).encode())
+        os.write(w, "\n".join(results).encode())
         os._exit(0)
     os.close(w)
     _, status = os.waitpid(child, 0)
     data = os.read(r, 4096).decode()
     os.close(r)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert data.split(",") == ["StateError"] * 6, data
+    assert data.split("\n") == ["StateError"] * 11 + [
+        "forked", "<devrig.Supervisor 'forked' (forked copy, unusable)>"], data
     # The parent's service is untouched.
     assert alive(pid)
     assert not sup.done
@@ -404,6 +520,17 @@ def test_callbacks_released_after_the_run():
         (dict(max_line_bytes=-5), ValueError, "max_line_bytes"),
         (dict(max_line_bytes=2**31), ValueError, "max_line_bytes"),
         (dict(on_log=print, on_log_batch=print), ValueError, "on_log_batch"),
+        # A lone surrogate (e.g. from surrogateescape) cannot be UTF-8.
+        (dict(name="a\udcff"), ValueError, "name"),
+        (dict(command="echo \udcff"), ValueError, "command"),
+        (dict(env={"K\udcff": "v"}), ValueError, "env key"),
+        (dict(env={"K": "v\udcff"}), ValueError, "env value of 'K'"),
+        (dict(policy={"policy": "\udcff"}), ValueError, "policy"),
+        (dict(multiline="yes"), TypeError, "multiline"),
+        (dict(multiline=None), TypeError, "multiline"),
+        (dict(multiline=1), TypeError, "multiline"),
+        (dict(queue_logs="yes"), TypeError, "queue_logs"),
+        (dict(queue_logs=None), TypeError, "queue_logs"),
     ],
 )
 def test_bad_arguments(kwargs, exc, needle):
@@ -412,13 +539,16 @@ def test_bad_arguments(kwargs, exc, needle):
     with pytest.raises(exc) as e:
         devrig.Supervisor(**args)
     assert needle in str(e.value)
+    assert type(e.value) is exc  # not a subclass such as UnicodeEncodeError
 
 
 def test_unusable_state_dir_is_reported_at_construction(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         devrig.Supervisor("sd", "true", state_dir=f)
+    assert e.value.errno in (errno.EEXIST, errno.ENOTDIR)
+    assert e.value.filename == f
 
 
 def test_policy_as_config_dict_and_timedelta_durations():
@@ -474,3 +604,48 @@ def test_package_metadata():
     assert (pkg / "__init__.pyi").exists()
     for name in devrig.__all__:
         assert hasattr(devrig, name), name
+
+
+def test_stub_matches_the_package():
+    # The stub's __all__ and top-level names are the package's.
+    import ast
+    import pathlib
+    tree = ast.parse((pathlib.Path(devrig.__file__).parent / "__init__.pyi").read_text())
+    stub_all = None
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "__all__":
+            stub_all = ast.literal_eval(node.value)
+        elif isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign):
+            names.add(node.target.id)
+    assert sorted(stub_all) == sorted(devrig.__all__)
+    for name in names - {"_Seconds", "_Path"}:
+        assert hasattr(devrig, name), name
+    assert devrig.LogBatchIterator is type(devrig.Supervisor("it", "true", queue_logs=True)
+                                           .log_batches())
+
+
+def test_stubtest_finds_no_mismatch(tmp_path):
+    pytest.importorskip("mypy")
+    r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "devrig"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10),
+                    reason="abi3 classes carry no text signature before Python 3.10")
+def test_signatures_show_the_contract_defaults():
+    import inspect
+    p = inspect.signature(devrig.RestartPolicy).parameters
+    assert {k: v.default for k, v in p.items()} == dict(
+        mode=devrig.RestartMode.ON_FAILURE, max_restarts=10, startup_max_restarts=3,
+        startup_grace=2.0, initial_delay=0.5, max_delay=30.0, reset_after=60.0,
+        crash_loop_limit=5, crash_loop_window=30.0)
+    assert inspect.signature(devrig.kill_tree).parameters["grace"].default == 5.0
+    assert inspect.signature(devrig.reap_orphans).parameters["grace"].default == 5.0
+    s = inspect.signature(devrig.Supervisor).parameters
+    assert s["stop_grace"].default == 5.0 and s["multiline"].default is True
+    # None still means the default.
+    assert devrig.RestartPolicy(max_restarts=None, mode=None) == devrig.DEFAULT_POLICY

@@ -1,5 +1,7 @@
 """Exact event sequences for each restart path (API.md section 1)."""
 
+import errno
+
 import pytest
 
 import devrig
@@ -129,10 +131,14 @@ def test_first_spawn_failure_raises_spawn_error(rec, tmp_path):
         sup.run()
     assert isinstance(e.value, OSError)
     assert "missing" in str(e.value)
+    # Like Python's own OSErrors: errno, and the path that failed.
+    assert e.value.errno == errno.ENOENT
+    assert e.value.filename == str(tmp_path / "missing")
     assert rec.kinds() == [K.SPAWN_FAILED, K.FAILED]
     assert sup.outcome.kind is OutcomeKind.FAILED
-    with pytest.raises(devrig.SpawnError):
+    with pytest.raises(devrig.SpawnError) as e:
         sup.wait()
+    assert e.value.errno == errno.ENOENT
 
 
 def test_exactly_one_terminal_event_and_nothing_after(rec):

@@ -1,6 +1,7 @@
 """Process utilities, PID file and state: kill_tree, proc_start_time_ms,
 same_process, pid_file_path, write/remove_pid_file, reap_orphans."""
 
+import errno
 import os
 import pathlib
 import subprocess
@@ -99,8 +100,10 @@ def test_pid_file(tmp_path):
         devrig.write_pid_file(42)
     f = tmp_path / "afile"
     f.write_text("")
-    with pytest.raises(OSError):
+    with pytest.raises(NotADirectoryError) as e:
         devrig.write_pid_file(f / "sub")
+    assert e.value.errno == errno.ENOTDIR
+    assert e.value.filename == f / "sub"  # the argument, as passed
 
 
 def test_state_record_and_reap_orphans_after_a_host_crash(tmp_path):
@@ -135,8 +138,16 @@ def test_state_record_and_reap_orphans_after_a_host_crash(tmp_path):
 
 
 def test_reap_orphans_missing_dir(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        devrig.reap_orphans(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError) as e:
+        devrig.reap_orphans(str(tmp_path / "missing"))
+    assert e.value.errno == errno.ENOENT
+    assert e.value.filename == str(tmp_path / "missing")
+    f = tmp_path / "afile"
+    f.write_text("")
+    with pytest.raises(NotADirectoryError, match="not a directory") as e:
+        devrig.reap_orphans(f)
+    assert e.value.errno == errno.ENOTDIR
+    assert e.value.filename == f
     assert devrig.reap_orphans(tmp_path) == 0
     with pytest.raises(ValueError, match="grace"):
         devrig.reap_orphans(tmp_path, grace=-2)

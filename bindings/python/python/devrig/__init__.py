@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import os
 import pathlib
-import threading
 import weakref
 from typing import Any, Iterator, Union
 
@@ -22,6 +21,7 @@ from ._devrig import (
     CORE_VERSION,
     Event,
     LogBatch,
+    LogBatchIterator,
     LogLine,
     Outcome,
     RestartPolicy,
@@ -44,6 +44,7 @@ __all__ = [
     "EventKind",
     "Level",
     "LogBatch",
+    "LogBatchIterator",
     "LogLine",
     "Outcome",
     "OutcomeKind",
@@ -95,7 +96,9 @@ class Supervisor(_devrig.Supervisor):
       exception they raise stops the service and is raised again by
       :meth:`run` / :meth:`wait` / :meth:`close`.
     - ``queue_logs=True``: no log callback; read the lines from your own
-      thread with :meth:`log_batches` or :meth:`lines` (fastest).
+      thread with :meth:`log_batches` or :meth:`lines` (fastest). The queue
+      is bounded, during a stop too: see :meth:`log_batches` and
+      :attr:`dropped_lines`.
 
     Entering a ``with`` block starts the service (an explicit ``start()`` or
     ``run()`` inside the block is then accepted once); leaving it stops the
@@ -135,9 +138,15 @@ class Supervisor(_devrig.Supervisor):
     async def run_async(self) -> None:
         """Runs the service until the run ends, without blocking the event loop.
 
+        No thread is started for it: the library thread that ends the run
+        wakes the event loop (``loop.call_soon_threadsafe``), so any number
+        of concurrent ``run_async`` calls cost no thread.
+
         Cancelling the awaiting task stops the service (SIGTERM, then SIGKILL
         after ``stop_grace``), waits until it has been reaped, then lets
-        ``CancelledError`` propagate. Raises like :meth:`run`.
+        ``CancelledError`` propagate. Further cancellations while it waits
+        (a ``TaskGroup`` or ``gather`` tearing down, a second Ctrl-C) do not
+        cut that wait short. Raises like :meth:`run`.
         """
         loop = asyncio.get_running_loop()
         # Returns once the first spawn was attempted (a few ms).
@@ -148,25 +157,32 @@ class Supervisor(_devrig.Supervisor):
             if not done.done():
                 done.set_result(None)
 
-        def _waiter() -> None:
+        def _wake() -> None:
+            # On a library thread, at the run's terminal event.
             try:
-                self._wait_done(None)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(_set)
-                except RuntimeError:  # the loop is closed
-                    pass
+                loop.call_soon_threadsafe(_set)
+            except RuntimeError:  # the loop is closed
+                pass
 
-        threading.Thread(
-            target=_waiter, name=f"devrig-wait-{self.name}", daemon=True
-        ).start()
+        if not self._on_run_end(_wake):
+            _set()  # the run has ended already
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:
             self.cancel()
-            await asyncio.shield(done)
+            while not done.done():
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    # Only once the service has been reaped: the first
+                    # cancellation is raised below.
+                    pass
+            # The terminal event has been emitted; the run's thread is
+            # finishing (microseconds). An exception of a callback stays
+            # for wait() / close().
+            self._wait_done()
             raise
-        # The run has ended: returns at once, or raises the run's error.
+        # As above; then returns, or raises the run's error.
         self.wait()
 
 

@@ -3,13 +3,40 @@
 import datetime
 import enum
 import os
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union, final, overload
 
 from ._enums import EventKind as EventKind
 from ._enums import Level as Level
 from ._enums import OutcomeKind as OutcomeKind
 from ._enums import RestartMode as RestartMode
 from ._enums import Stream as Stream
+
+__all__ = [
+    "CORE_VERSION",
+    "DEFAULT_POLICY",
+    "Event",
+    "EventKind",
+    "Level",
+    "LogBatch",
+    "LogBatchIterator",
+    "LogLine",
+    "Outcome",
+    "OutcomeKind",
+    "RestartMode",
+    "RestartPolicy",
+    "SpawnError",
+    "StateError",
+    "Stream",
+    "Supervisor",
+    "__version__",
+    "kill_tree",
+    "pid_file_path",
+    "proc_start_time_ms",
+    "reap_orphans",
+    "remove_pid_file",
+    "same_process",
+    "write_pid_file",
+]
 
 __version__: str
 CORE_VERSION: str
@@ -23,21 +50,25 @@ class SpawnError(OSError):
 class StateError(RuntimeError):
     """The call is not allowed in the supervisor's current state."""
 
+@final
 class RestartPolicy:
-    """When and how often a service is restarted. Durations in seconds."""
+    """When and how often a service is restarted. Durations in seconds.
 
-    def __init__(
-        self,
-        mode: Union[RestartMode, str, None] = ...,
-        max_restarts: int = 10,
-        startup_max_restarts: int = 3,
-        startup_grace: _Seconds = 2.0,
-        initial_delay: _Seconds = 0.5,
-        max_delay: _Seconds = 30.0,
-        reset_after: _Seconds = 60.0,
-        crash_loop_limit: int = 5,
-        crash_loop_window: _Seconds = 30.0,
-    ) -> None: ...
+    None (or leaving an argument out) means the default shown.
+    """
+
+    def __new__(
+        cls,
+        mode: Union[RestartMode, str, int, None] = ...,  # RestartMode.ON_FAILURE
+        max_restarts: Optional[int] = 10,
+        startup_max_restarts: Optional[int] = 3,
+        startup_grace: Optional[_Seconds] = 2.0,
+        initial_delay: Optional[_Seconds] = 0.5,
+        max_delay: Optional[_Seconds] = 30.0,
+        reset_after: Optional[_Seconds] = 60.0,
+        crash_loop_limit: Optional[int] = 5,
+        crash_loop_window: Optional[_Seconds] = 30.0,
+    ) -> "RestartPolicy": ...
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "RestartPolicy": ...
     def to_config(self) -> dict[str, Any]: ...
@@ -70,11 +101,12 @@ class RestartPolicy:
     def reset_after_ms(self) -> int: ...
     @property
     def crash_loop_window_ms(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 DEFAULT_POLICY: RestartPolicy
 
+@final
 class LogLine:
     """One log line (or multiline entry). Immutable."""
 
@@ -87,6 +119,9 @@ class LogLine:
     def data(self) -> bytes:
         """The raw bytes as the child wrote them (no newline)."""
     @property
+    def len(self) -> int:
+        """The length of the line in bytes as the child wrote them (the C field ``len``)."""
+    @property
     def stream(self) -> Stream: ...
     @property
     def level(self) -> Level: ...
@@ -95,6 +130,7 @@ class LogLine:
     @property
     def timestamp_ms(self) -> int: ...
 
+@final
 class LogBatch(Sequence[LogLine]):
     """The lines of one read (what ``on_log_batch`` and ``log_batches()`` give)."""
 
@@ -102,19 +138,23 @@ class LogBatch(Sequence[LogLine]):
     def service(self) -> str: ...
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, index: int) -> LogLine: ...
+    def __getitem__(self, index: int, /) -> LogLine: ...
     @overload
-    def __getitem__(self, index: slice) -> List[LogLine]: ...
+    def __getitem__(self, index: slice, /) -> List[LogLine]: ...
     def __iter__(self) -> Iterator[LogLine]: ...
     def lines(self) -> List[LogLine]: ...
     def texts(self) -> List[str]:
         """The text of every line: the fastest way to consume lines."""
     def data(self) -> List[bytes]: ...
 
+@final
 class LogBatchIterator(Iterator[LogBatch]):
+    """What ``Supervisor.log_batches()`` returns."""
+
     def __iter__(self) -> "LogBatchIterator": ...
     def __next__(self) -> LogBatch: ...
 
+@final
 class Event:
     """One state change of a supervised service. Immutable."""
 
@@ -141,6 +181,7 @@ class Event:
     @property
     def is_terminal(self) -> bool: ...
 
+@final
 class Outcome:
     """How a run ended (kind NONE while it has not)."""
 
@@ -183,6 +224,9 @@ class Supervisor:
     def started(self) -> bool: ...
     @property
     def done(self) -> bool: ...
+    @property
+    def dropped_lines(self) -> int:
+        """With ``queue_logs=True``: lines dropped because the queue stayed full during a stop."""
     def run(self) -> None: ...
     def start(self) -> None: ...
     def wait(self, timeout: Optional[_Seconds] = None) -> None: ...
@@ -192,7 +236,7 @@ class Supervisor:
     def lines(self) -> Iterator[LogLine]: ...
     async def run_async(self) -> None: ...
     def __enter__(self) -> "Supervisor": ...
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool: ...
+    def __exit__(self, exc_type: Any = None, exc: Any = None, tb: Any = None) -> bool: ...
 
 def kill_tree(pid: int, grace: _Seconds = 5.0) -> None: ...
 def proc_start_time_ms(pid: int) -> Optional[int]: ...
