@@ -461,10 +461,10 @@ enum devrig_status devrig_run(struct devrig_supervisor *sup);
 /**
  * Starts the run in the background and returns once the first spawn has
  * been attempted: DEVRIG_E_SPAWN if it failed (the run has then ended).
- * A second devrig_run/devrig_start is DEVRIG_E_STATE. From a libdevrig
- * callback it may be called too, with one difference: after
- * DEVRIG_E_SPAWN the run's SPAWN_FAILED and FAILED events, and its end,
- * may come after the return (a callback must not wait for another run).
+ * A second devrig_run/devrig_start is DEVRIG_E_STATE. It may be called
+ * from a libdevrig callback too; a failed first spawn then ends the run on
+ * that thread, so its SPAWN_FAILED and FAILED callbacks run (nested) before
+ * the return, as the run's end does.
  */
 enum devrig_status devrig_start(struct devrig_supervisor *sup);
 

@@ -199,16 +199,22 @@ impl Inner {
             run.first_spawn = Some(Box::new(first));
         }
         let spawned = matches!(&run.first_spawn, Some(s) if s.child.is_ok());
-        // The error the run will end with, known now: a callback (a library
-        // thread) cannot wait for the run to get there.
-        let spawn_error = match &run.first_spawn {
-            Some(s) => s
-                .child
-                .as_ref()
-                .err()
-                .map(|e| Error::Spawn(run.spawn_error(e))),
-            None => None,
-        };
+        if from_library && !spawned {
+            if let Some(first) = run.first_spawn.take() {
+                // A failed first spawn ends the run here and now: a
+                // callback must not wait for the run's task, which, spawned
+                // from this worker, would sit in its LIFO slot (not
+                // stealable) until the callback returned. The run's events
+                // are delivered on this thread, which is a library thread.
+                let (result, outcome) = run.end_with_first_spawn_error(*first);
+                drop(run);
+                rt.unregister(reg);
+                let _ = inner.outcome.set(outcome);
+                *lock(&inner.status) = Status::Done(result.clone());
+                inner.changed.notify_all();
+                return result;
+            }
+        }
         // One task per run, which also publishes the outcome: a panic inside
         // the driver (a bug, or a callback's panic payload that panics when
         // dropped) ends the run instead of leaving its waiters blocked.
@@ -242,13 +248,8 @@ impl Inner {
             inner.changed.notify_all();
         });
         if from_library {
-            // Blocking a worker on another task could starve the runtime: a
-            // failed first spawn is reported at once, and the run's
-            // SPAWN_FAILED and FAILED events may follow this return.
-            return match spawn_error {
-                Some(e) => Err(e),
-                None => Ok(()),
-            };
+            // Blocking a worker on another task could starve the runtime.
+            return Ok(());
         }
         let mut st = lock(&self.status);
         if spawned {
@@ -860,6 +861,9 @@ impl Run {
                     self.spawn_child()
                 }
             };
+            if first && spawned.child.is_err() {
+                return self.end_with_first_spawn_error(spawned);
+            }
             let Spawned {
                 tag,
                 at,
@@ -875,11 +879,6 @@ impl Run {
                     let mut ev = self.event(EventKind::SpawnFailed);
                     ev.message = msg.clone();
                     self.emit(ev);
-                    if first {
-                        self.write_state(Phase::Failed);
-                        let outcome = self.end(EventKind::Failed, OutcomeKind::Failed, msg.clone());
-                        return (Err(Error::Spawn(msg)), outcome);
-                    }
                     last_spawn_error = Some(msg);
                     RunEnd {
                         status: ExitStatus::SpawnFailed,
@@ -1022,6 +1021,24 @@ impl Run {
             restarts: self.restarts_performed,
             message,
         }
+    }
+
+    /// The first spawn failed: the run reports it and ends (Spawn error,
+    /// outcome failed). Synchronous, so that `start` can do it in place.
+    fn end_with_first_spawn_error(&mut self, spawned: Spawned) -> (Result<()>, Outcome) {
+        for ev in spawned.held_events {
+            self.emit(ev);
+        }
+        let msg = match &spawned.child {
+            Err(e) => self.spawn_error(e),
+            Ok(_) => String::from("the first spawn failed"),
+        };
+        let mut ev = self.event(EventKind::SpawnFailed);
+        ev.message = msg.clone();
+        self.emit(ev);
+        self.write_state(Phase::Failed);
+        let outcome = self.end(EventKind::Failed, OutcomeKind::Failed, msg.clone());
+        (Err(Error::Spawn(msg)), outcome)
     }
 
     fn finish_cancelled(&mut self) -> (Result<()>, Outcome) {

@@ -528,15 +528,23 @@ static void test_outcome_set_when_terminal_event_emitted(void) {
                             "/nonexistent/devrig-dir", DEVRIG_OUTCOME_FAILED);
 }
 
-/* devrig_start from a callback: a failed first spawn is DEVRIG_E_SPAWN at
- * once, as from any other thread (the run's events may follow). */
+/* devrig_start from a callback: a failed first spawn is DEVRIG_E_SPAWN and
+ * the run has ended, as from any other thread (its callbacks ran nested). */
 static devrig_supervisor *cb_other;
+static recorder *cb_other_rec;
 static devrig_status cb_start_status = -1;
+static size_t cb_other_events = 0;
+static devrig_outcome_kind cb_other_outcome;
 
 static void start_other_hook(recorder *r, const devrig_event *e) {
   (void)r;
   if (e->kind == DEVRIG_EVENT_RUNNING && cb_other) {
     cb_start_status = devrig_start(cb_other);
+    pthread_mutex_lock(&cb_other_rec->mu);
+    cb_other_events = cb_other_rec->nev;
+    pthread_mutex_unlock(&cb_other_rec->mu);
+    devrig_outcome o;
+    if (devrig_outcome_get(cb_other, &o) == DEVRIG_OK) cb_other_outcome = o.kind;
     cb_other = NULL;
   }
 }
@@ -547,11 +555,14 @@ static void test_start_from_callback_reports_spawn_failure(void) {
   ASSERT(fixture_make(&b, "nodir", "true", fast_policy(DEVRIG_RESTART_ALWAYS)));
   CHECK_ST(devrig_set_working_dir(b.sup, "/nonexistent/devrig-dir"), DEVRIG_OK);
   cb_other = b.sup;
+  cb_other_rec = &b.rec;
   a.rec.on_event_hook = start_other_hook;
   CHECK_ST(devrig_start(a.sup), DEVRIG_OK);
   CHECK(rec_wait_kind(&a.rec, DEVRIG_EVENT_RUNNING, 0, slow(5000)) >= 0);
   CHECK_EQ(cb_start_status, DEVRIG_E_SPAWN);
-  CHECK_ST(devrig_wait(b.sup, -1), DEVRIG_E_SPAWN);
+  CHECK_EQ(cb_other_events, 2); /* SPAWN_FAILED and FAILED, before the return */
+  CHECK_EQ(cb_other_outcome, DEVRIG_OUTCOME_FAILED);
+  CHECK_ST(devrig_wait(b.sup, 0), DEVRIG_E_SPAWN);
   CHECK(strstr(devrig_last_error(), "/nonexistent/devrig-dir") != NULL);
   CHECK_KINDS(&b.rec, "SPAWN_FAILED FAILED");
   CHECK_ST(devrig_cancel(a.sup), DEVRIG_OK);
