@@ -39,6 +39,7 @@ type runState struct {
 	// closed.
 	handle cgo.Handle
 	owner  *Supervisor
+	gen    uint64 // owner's claim number for this run
 	err    error
 	done   chan struct{}
 	// ended is set by the one who collects the run (claimEnd).
@@ -285,14 +286,11 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 		// Deferred first, so it runs last: after the Send and after a
 		// panic was recovered.
 		defer rs.ending()
-		// libdevrig sets the outcome before the terminal event: publish
-		// it before the event does, so that a subscriber who sees
-		// "stopped" or "failed" finds Outcome() already up to date.
-		if out, ok := outcomeOf(rs.sup); ok && rs.owner != nil {
-			rs.owner.mu.Lock()
-			rs.owner.outcome = out
-			rs.owner.mu.Unlock()
-		}
+		// libdevrig sets the outcome before the terminal event: record it
+		// (and let the Supervisor run again) before the event is
+		// published, so that a subscriber who sees "stopped" or "failed"
+		// finds Outcome() up to date and can Start again at once.
+		rs.release()
 	}
 	defer rs.recoverInto()
 	if rs.dead() || rs.evts == nil {

@@ -514,3 +514,90 @@ func TestStartFailuresLeaveSupervisorFree(t *testing.T) {
 		t.Fatalf("outcome %+v, want cancelled", o)
 	}
 }
+
+// Start called from a LogHandler (a libdevrig thread) for a service whose
+// first spawn fails returns ErrSpawn at once, with the run ended, and does
+// not hold up the calling service.
+func TestStartFromLogHandlerWithFailingSpawn(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := New("b", "true", filepath.Join(t.TempDir(), "missing"), nil, fastPolicy(RestartNever), nil, nil, "")
+	a := New("a", "echo ready; exec sleep 30", "", nil, fastPolicy(RestartNever), nil, nil, "")
+	res := make(chan error, 1)
+	fired := false
+	a.LogHandler = func([]LogView) {
+		if !fired {
+			fired = true
+			_, err := b.Start(ctx)
+			res <- err
+		}
+	}
+	ra, err := a.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if !errors.Is(err, ErrSpawn) {
+			t.Fatalf("Start from the LogHandler: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start from a LogHandler did not return")
+	}
+	if o := b.Outcome(); o.Kind != OutcomeFailed {
+		t.Fatalf("b's outcome %+v", o)
+	}
+	cancel()
+	done := make(chan error, 1)
+	go func() { done <- ra.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a did not stop")
+	}
+}
+
+// A subscriber that sees the terminal event may start the service again at
+// once: the Supervisor is free, and Outcome is the ended run's.
+func TestStartAgainRightAfterTheTerminalEvent(t *testing.T) {
+	evts := events.NewBroadcaster()
+	ch := evts.Subscribe(64)
+	s := New("again", "exit 0", "", nil, fastPolicy(RestartNever), nil, evts, "")
+	var runs []*Running
+	for i := 0; i < 20; i++ {
+		r, err := s.Start(context.Background())
+		if err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+		runs = append(runs, r)
+		waitFor(t, ch, 10*time.Second, func(e events.TelemetryEvent) bool { return e.Status == "stopped" })
+		if o := s.Outcome(); o.Kind != OutcomeCompleted {
+			t.Fatalf("outcome %+v", o)
+		}
+	}
+	for _, r := range runs {
+		if err := r.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A panic inside Start (a nil context) does not leave the Supervisor
+// claimed for good.
+func TestPanicInStartLeavesTheSupervisorFree(t *testing.T) {
+	s := New("nilctx", "true", "", nil, fastPolicy(RestartNever), nil, nil, "")
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("Start(nil) did not panic")
+			}
+		}()
+		s.Start(nil) // the nil context is the point
+	}()
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatalf("Run after the panic: %v", err)
+	}
+}

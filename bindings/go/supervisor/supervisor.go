@@ -125,10 +125,12 @@ type Supervisor struct {
 	mu      sync.Mutex
 	outcome Outcome
 	// live is set while a run started by Start is live: from Start until
-	// the run has ended and finish has recorded its outcome (in the same
-	// critical section, so no Start is accepted before Outcome tells how
-	// the previous run ended).
+	// the run's terminal event, where its outcome is recorded in the same
+	// critical section (so no Start is accepted before Outcome tells how
+	// the previous run ended). gen numbers the claims: an older run that is
+	// released later (finish) changes neither live nor Outcome.
 	live bool
+	gen  uint64
 }
 
 // New creates a Supervisor. logs and evts may be nil (nothing is published
@@ -208,7 +210,10 @@ func (s *Supervisor) Outcome() Outcome {
 // return at once without spawning.
 //
 // A Supervisor runs one copy of its service at a time. While a run started
-// by Run or Start is live (until it has ended and Outcome says how), another
+// by Run or Start is live (until its terminal event, "stopped" or
+// "failed", where Outcome is set: every process of the run is reaped by
+// then, and a subscriber that sees the event may start the service again
+// at once), another
 // Run or Start on the same Supervisor starts nothing and returns an *Error
 // of code CodeState (errors.Is(err, ErrState)), e.g. `supervisor web:
 // service "web" is already running`. Once the run has ended, the Supervisor
@@ -239,8 +244,8 @@ type Running struct {
 // returns a Running whose Wait returns at once).
 //
 // As for Run, a Supervisor runs one copy of its service at a time: while a
-// run it started is live (until the run has ended and Outcome is set, just
-// before Done is closed), Start and Run return an *Error of code CodeState
+// run it started is live (until its terminal event, where Outcome is set;
+// Done is closed a moment later), Start and Run return an *Error of code CodeState
 // (errors.Is(err, ErrState)) naming the service; of concurrent calls,
 // exactly one starts a run. The configuration is checked first: an invalid
 // one is refused as such (ErrInvalidArgument) even while a run is live.
@@ -255,20 +260,31 @@ type Running struct {
 // ends and releases everything once its context is cancelled (or once it
 // completes or gives up), but a panic of a callback is raised only by Wait.
 func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
+	if ctx == nil {
+		panic("supervisor: Start with a nil Context") // as the context package does
+	}
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	if err := s.claimRun(); err != nil {
+	gen, err := s.claimRun()
+	if err != nil {
 		return nil, err
 	}
+	// Until the run exists, any way out of Start (an error, or a panic such
+	// as a nil ctx's) gives the claim back.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.unclaimRun(gen)
+		}
+	}()
 	sup, err := s.build()
 	if err != nil {
-		s.unclaimRun()
 		return nil, err
 	}
 
 	rs := &runState{name: s.Name, logs: s.logBroadcast, evts: s.eventBroadcast, sup: sup,
-		handler: s.LogHandler, owner: s, done: make(chan struct{})}
+		handler: s.LogHandler, owner: s, gen: gen, done: make(chan struct{})}
 	rs.handle = cgo.NewHandle(rs)
 	h := C.uintptr_t(rs.handle)
 	if rs.logs != nil || rs.handler != nil {
@@ -277,7 +293,6 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 		}); err != nil {
 			rs.handle.Delete()
 			C.devrig_free(sup)
-			s.unclaimRun()
 			return nil, err
 		}
 	}
@@ -288,7 +303,6 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 	}); err != nil {
 		rs.handle.Delete()
 		C.devrig_free(sup)
-		s.unclaimRun()
 		return nil, err
 	}
 
@@ -301,6 +315,9 @@ func (s *Supervisor) Start(ctx context.Context) (*Running, error) {
 	// No OS thread is blocked for the life of the run: devrig_start returns
 	// once the first spawn was attempted; the end of the run is signalled by
 	// the event callback (the terminal event), then collected (ending).
+	// From here on the run gives the claim back itself (release, at its
+	// end).
+	handedOff = true
 	if err := startRun(sup, s.Name); err != nil {
 		if e, ok := err.(*Error); ok && e.Code == CodeSpawn {
 			rs.ending() // the run has ended, after its terminal event
@@ -338,23 +355,42 @@ var testHookStarted func(*runState)
 
 // claimRun marks s as having a live run, unless it has one already: one
 // Supervisor runs one copy of its service at a time (as one libdevrig
-// handle runs once). finish, or unclaimRun when nothing was started,
-// clears the mark.
-func (s *Supervisor) claimRun() error {
+// handle runs once). The run's release, or unclaimRun when nothing was
+// started, clears the mark. It returns the claim's number.
+func (s *Supervisor) claimRun() (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.live {
-		return &Error{Op: "supervisor " + s.Name, Code: CodeState,
+		return 0, &Error{Op: "supervisor " + s.Name, Code: CodeState,
 			Message: fmt.Sprintf("service %q is already running", s.Name)}
 	}
 	s.live = true
-	return nil
+	s.gen++
+	return s.gen, nil
 }
 
-// unclaimRun undoes claimRun when Start fails before the run exists.
-func (s *Supervisor) unclaimRun() {
+// unclaimRun undoes claim gen when Start fails before the run exists.
+func (s *Supervisor) unclaimRun(gen uint64) {
 	s.mu.Lock()
-	s.live = false
+	if s.gen == gen {
+		s.live = false
+	}
+	s.mu.Unlock()
+}
+
+// release records the outcome of an ended run and lets its Supervisor run
+// again, in one step; unless a newer run has been started meanwhile (the
+// terminal event released this run already).
+func (rs *runState) release() {
+	out, ok := outcomeOf(rs.sup)
+	s := rs.owner
+	s.mu.Lock()
+	if s.gen == rs.gen {
+		if ok {
+			s.outcome = out
+		}
+		s.live = false
+	}
 	s.mu.Unlock()
 }
 
@@ -418,13 +454,7 @@ func (rs *runState) finish() {
 	removeFromSafetyNet(rs)
 	leaveStopGroup(rs)
 
-	out, ok := outcomeOf(rs.sup)
-	rs.owner.mu.Lock()
-	if ok {
-		rs.owner.outcome = out
-	}
-	rs.owner.live = false
-	rs.owner.mu.Unlock()
+	rs.release()
 	C.devrig_free(rs.sup) // the run has ended: returns at once
 	rs.handle.Delete()
 	close(rs.done)
