@@ -25,15 +25,16 @@ export PKG_CONFIG_PATH := $(PCDIR):$(PKG_CONFIG_PATH)
 all: build
 
 # The library (.so with soname libdevrig.so.$(MAJOR), and .a) plus an
-# uninstalled devrig.pc pointing into this tree. build.rs links
-# libdevrig.so.$(MAJOR) to libdevrig.so in the target directory, so a plain
-# `cargo build` gives the same.
+# uninstalled devrig.pc pointing into this tree, and the soname link
+# libdevrig.so.$(MAJOR) -> libdevrig.so (build.rs makes it too, so that a
+# plain `cargo build` gives the same).
 build:
 	$(CARGO) build --release --lib
 	@mkdir -p $(PCDIR)
 	@sed -e 's|@PREFIX@|$(ROOT)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	     -e 's|@INCLUDEDIR@|$(ROOT)/include|' -e 's|@VERSION@|$(VERSION)|' \
 	     devrig.pc.in > $(PCDIR)/devrig.pc
+	@ln -sf libdevrig.so $(LIBDIR)/libdevrig.so.$(MAJOR)
 
 # Regenerates include/devrig.h from src/ffi.rs.
 header:

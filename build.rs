@@ -42,7 +42,9 @@ fn main() {
 /// after a plain `cargo build`, not only after `make build`. The link is
 /// made in the profile directory (OUT_DIR is PROFILE/build/PKG-HASH/out);
 /// it may dangle until the library is linked, which happens right after.
-/// Failing to make it only warns: `make build` makes it again.
+/// With cargo's `build.build-dir` set, OUT_DIR is in that directory instead
+/// and the link lands beside no library: `make build` makes it in the
+/// target directory in any case, and failing to make it here only warns.
 fn link_soname_in_target_dir() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let Some(profile_dir) = out.ancestors().nth(3) else {
