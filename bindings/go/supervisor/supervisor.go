@@ -189,7 +189,9 @@ type Outcome struct {
 	Message      string
 }
 
-// Outcome returns the result of the most recent Run that ended.
+// Outcome returns the result of the most recent Run that ended. A run's
+// outcome is recorded at its terminal event ("stopped" or "failed"), before
+// that event is published; Wait returns, and Done is closed, a moment later.
 func (s *Supervisor) Outcome() Outcome {
 	s.mu.Lock()
 	defer s.mu.Unlock()

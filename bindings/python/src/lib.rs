@@ -80,6 +80,12 @@ const ENOTDIR: i32 = 20;
 fn os_errno(msg: &str) -> Option<i32> {
     let rest = &msg[msg.rfind("(os error ")? + "(os error ".len()..];
     let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    // Only the core's own suffix counts: it ends the message (closing
+    // parentheses aside), so a path that contains "(os error 13)" is not
+    // taken for an errno.
+    if !rest[end..].starts_with(')') || rest[end..].bytes().any(|b| b != b')') {
+        return None;
+    }
     rest[..end].parse().ok()
 }
 
@@ -1781,7 +1787,10 @@ impl Supervisor {
         self.close_impl(py, true)
     }
 
-    /// The outcome of the run (kind NONE while it has not ended).
+    /// The outcome of the run: kind NONE until its terminal event (STOPPED
+    /// or FAILED) is emitted. It is set before that event, so the event's
+    /// callback already reads it; ``done`` turns True a moment later, once
+    /// the callback has returned.
     #[getter]
     fn outcome(&self) -> PyResult<Outcome> {
         self.check_fork()?;
@@ -1797,7 +1806,8 @@ impl Supervisor {
         Ok(self.core.is_started())
     }
 
-    /// True once the run has ended.
+    /// True once the run has ended: after its terminal event's callback
+    /// has returned (``outcome`` is set before that event).
     #[getter]
     fn done(&self) -> PyResult<bool> {
         self.check_fork()?;

@@ -148,6 +148,11 @@ def test_reap_orphans_missing_dir(tmp_path):
         devrig.reap_orphans(f)
     assert e.value.errno == errno.ENOTDIR
     assert e.value.filename == f
+    # A path that reads like the core's errno suffix is not taken for one.
+    odd = tmp_path / "x (os error 13)"
+    with pytest.raises(FileNotFoundError) as e:
+        devrig.reap_orphans(odd)
+    assert e.value.errno == errno.ENOENT
     assert devrig.reap_orphans(tmp_path) == 0
     with pytest.raises(ValueError, match="grace"):
         devrig.reap_orphans(tmp_path, grace=-2)
