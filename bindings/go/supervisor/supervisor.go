@@ -26,6 +26,15 @@
 // and the additions Level (exact: "trace" ... "error", "" when none), Stream,
 // PID and Timestamp.
 //
+// Publishing never makes libdevrig's few shared threads wait for a
+// subscriber: when a buffer is full, the rest is delivered by a goroutine of
+// the run, with the Broadcaster's rules (send timeout, stalled subscribers),
+// and meanwhile the run reads no more of its service's output, so the child
+// waits on its full pipe. A slow or stuck subscriber thus delays only the
+// services that publish to it, never the supervision of the others. Lines
+// and statuses of a run keep their order, and Run returns once everything
+// of the run has been handed to the subscribers (or dropped by those rules).
+//
 // # High-volume logs
 //
 // One TelemetryEvent per line over a channel costs far more than reading
@@ -104,9 +113,10 @@ type Supervisor struct {
 	// all of a child's entries before its "exited" status. The slice is
 	// reused and each Text is lent, valid only during the call: copy what
 	// you keep (see LogView). Like the C callbacks it runs on one of libdevrig's
-	// few shared threads: a slow handler slows its own service (the child
-	// blocks on a full pipe), so keep it short, and never wait in it for
-	// anything that waits for Run. A panic in it stops the service and Run
+	// few threads, shared by every service: while it runs, that thread
+	// serves no other service, so a handler that waits delays them all,
+	// their stops included. Keep it short (hand slow work to a goroutine),
+	// and never wait in it for anything that waits for Run. A panic in it stops the service and Run
 	// panics again with the value once every process is reaped; do not call
 	// runtime.Goexit (t.FailNow) in it.
 	//
@@ -362,9 +372,12 @@ func (rs *runState) collect() bool {
 	return true
 }
 
-// finish releases an ended run: its outcome is recorded, the C handle
-// freed (at once: the run has ended), and Wait is released.
+// finish releases an ended run: once everything it published has been
+// handed to subscribers (the delivery goroutine, if any, has ended, and
+// with it its last use of the handle), its outcome is recorded, the C
+// handle freed (at once: the run has ended), and Wait is released.
 func (rs *runState) finish() {
+	rs.waitDelivered()
 	// Out of both first: neither uses the handle once it is freed.
 	removeFromSafetyNet(rs)
 	leaveStopGroup(rs)
