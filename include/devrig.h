@@ -493,7 +493,8 @@ enum devrig_status devrig_hold_logs(struct devrig_supervisor *sup);
  * the service's output. Callable from any thread (not from a signal
  * handler), before, during or after the run, and also before the callback
  * that took the hold has returned (the hold then never takes effect). When
- * the logs are not held it does nothing and returns DEVRIG_OK. It must not
+ * the logs are not held it does nothing and returns DEVRIG_OK; in a forked
+ * child, where the handle is inert, it returns DEVRIG_E_STATE. It must not
  * be called once devrig_free has been called on the handle (which
  * releases the hold itself).
  */
