@@ -31,8 +31,9 @@ pub enum devrig_status {
     /// The service could not be spawned (first spawn of a run).
     DEVRIG_E_SPAWN = 2,
     /// The call is not allowed in the handle's current state (already started,
-    /// not started, called from inside a callback where it would block, or a
-    /// handle used in a forked child).
+    /// not started, called from inside a callback where it would block,
+    /// devrig_hold_logs outside the handle's log callback, or a handle used
+    /// in a forked child).
     DEVRIG_E_STATE = 3,
     /// A file-system or system-call failure.
     DEVRIG_E_IO = 4,
@@ -149,14 +150,22 @@ pub struct devrig_log_line {
 }
 
 /// Called for every log line, in order within each stream, on a library
-/// thread, never concurrently for one handle. A slow callback slows only its
-/// own service (its child blocks on a full pipe).
+/// thread, never concurrently for one handle.
+///
+/// The thread is one of libdevrig's few worker threads, shared by every
+/// handle: while a callback runs, that worker serves no other service, so a
+/// callback must not block for long (a few milliseconds at most). A
+/// callback that cannot take more lines now (its consumer is full) applies
+/// backpressure without blocking: it keeps the line, calls
+/// devrig_hold_logs and returns; whoever drains its consumer calls
+/// devrig_release_logs. The service's child then blocks on a full pipe,
+/// and no worker waits.
 pub type devrig_log_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, line: *const devrig_log_line)>;
 
 /// Called with all lines of one read at once (`count` >= 1), same rules as
-/// devrig_log_fn. Cheaper than one call per line for bindings whose calls are
-/// expensive to cross (Go).
+/// devrig_log_fn (do not block: hold the logs instead). Cheaper than one
+/// call per line for bindings whose calls are expensive to cross (Go).
 pub type devrig_log_batch_fn = Option<
     unsafe extern "C" fn(user_data: *mut c_void, lines: *const devrig_log_line, count: usize),
 >;
@@ -667,18 +676,18 @@ pub unsafe extern "C" fn devrig_on_log(
         // SAFETY: per this function's contract.
         let h = unsafe { handle(sup) }?;
         let Some(cb) = callback else {
-            return h.sup.on_log(None);
+            return h.sup.on_log_lines(None);
         };
         let service = c_text(h.sup.name());
         let ud = UserData(user_data);
-        h.sup.on_log(Some(Box::new(move |lines: &[LogLine<'_>]| {
+        // One line per call, so that a hold takes effect after the line
+        // whose callback took it.
+        h.sup.on_log_lines(Some(Box::new(move |l: &LogLine<'_>| {
             let ud = &ud;
-            for l in lines {
-                let c = line_to_c(&service, l);
-                // SAFETY: the caller registered a valid function; `c` and
-                // what it points to live until the call returns.
-                unsafe { cb(ud.0, &c) };
-            }
+            let c = line_to_c(&service, l);
+            // SAFETY: the caller registered a valid function; `c` and what
+            // it points to live until the call returns.
+            unsafe { cb(ud.0, &c) };
         })))
     })
 }
@@ -757,6 +766,55 @@ pub unsafe extern "C" fn devrig_on_event(
             // strings it points to live until the call returns.
             unsafe { cb(ud.0, &c) };
         })))
+    })
+}
+
+/// Holds the logs of the handle's run: log backpressure that blocks no
+/// thread. Call it from inside this handle's log callback (devrig_on_log or
+/// devrig_on_log_batch) when the lines cannot be taken now; keep what you
+/// were given (it is lent: copy it) and return. Once the callback returns,
+/// the run stops reading the service's pipes and delivering lines (a
+/// partial line waiting for its 250 ms flush included) until
+/// devrig_release_logs: the child blocks on a full pipe. With devrig_on_log
+/// no further line of the current read is delivered either; they follow the
+/// release, in order.
+///
+/// Everything else goes on while the logs are held: the child's exit is
+/// noticed, a stop request sends SIGTERM and, after the stop grace,
+/// SIGKILL, and the RUNNING timer fires. All lines a child wrote come
+/// before its EXITED event, so after a child exits (or is stopped) the run
+/// waits for the release before it reads the rest of its output and
+/// reports EXITED; the run cannot end while its logs are held.
+/// devrig_cancel does not release a hold; devrig_free does (and a free
+/// from a callback, which detaches the callbacks, makes the hold moot).
+///
+/// A second hold before the release is the same hold: one release ends it.
+/// DEVRIG_E_STATE when not called from inside this handle's own log
+/// callback (another thread, an event callback, another handle's log
+/// callback), once devrig_free has begun, or in a forked child.
+#[no_mangle]
+pub unsafe extern "C" fn devrig_hold_logs(sup: *mut devrig_supervisor) -> devrig_status {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let h = unsafe { handle(sup) }?;
+        h.sup.hold_logs()
+    })
+}
+
+/// Releases the logs held with devrig_hold_logs: the run resumes reading
+/// the service's output. Callable from any thread (not from a signal
+/// handler), before, during or after the run, and also before the callback
+/// that took the hold has returned (the hold then never takes effect). When
+/// the logs are not held it does nothing and returns DEVRIG_OK; in a forked
+/// child, where the handle is inert, it returns DEVRIG_E_STATE. It must not
+/// be called once devrig_free has been called on the handle (which
+/// releases the hold itself).
+#[no_mangle]
+pub unsafe extern "C" fn devrig_release_logs(sup: *mut devrig_supervisor) -> devrig_status {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let h = unsafe { handle(sup) }?;
+        h.sup.release_logs()
     })
 }
 
@@ -855,8 +913,11 @@ pub unsafe extern "C" fn devrig_cancel(sup: *mut devrig_supervisor) -> devrig_st
 /// this call waits for the run to end, with every child reaped. From inside
 /// a callback (any libdevrig thread) it does not wait: it stops the run,
 /// no further callback of this handle is called, and the run ends in the
-/// background. In a forked child it only releases memory. NULL is ignored.
-/// The handle must not be used after this call.
+/// background. Held logs are released (nobody could release them later)
+/// and cannot be held again: the log callbacks made while this call waits
+/// get DEVRIG_E_STATE from devrig_hold_logs. In a forked child it only
+/// releases memory. NULL is ignored. The handle must not be used after
+/// this call.
 #[no_mangle]
 pub unsafe extern "C" fn devrig_free(sup: *mut devrig_supervisor) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
@@ -866,6 +927,7 @@ pub unsafe extern "C" fn devrig_free(sup: *mut devrig_supervisor) {
         // SAFETY: a pointer from devrig_new (Box<Handle>), freed only here.
         let h = unsafe { Box::from_raw(sup as *mut Handle) };
         if !h.sup.is_forked_copy() && h.sup.is_started() && !h.sup.is_done() {
+            h.sup.disable_log_holds();
             let _ = h.sup.cancel();
             if !runtime::on_library_thread() {
                 let _ = h.sup.wait(None);

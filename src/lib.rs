@@ -28,7 +28,7 @@ pub use policy::{RestartMode, RestartPolicy};
 pub use process::{kill_tree, proc_start_time_ms, same_process};
 pub use runtime::{worker_threads, WORKER_THREADS};
 pub use state::{pid_file_path, reap_orphans, remove_pid_file, write_pid_file};
-pub use supervisor::{Config, EventHandler, LogHandler, Supervisor};
+pub use supervisor::{Config, EventHandler, LineHandler, LogGate, LogHandler, Supervisor};
 
 /// The library's version (Cargo's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

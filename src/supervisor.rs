@@ -2,9 +2,11 @@
 //! decisions of `policy` for one service.
 //!
 //! One run is one tokio task. It owns the callbacks, so they are never
-//! called concurrently for one handle and never under an internal lock; a
-//! slow callback delays only its own task, and through the pipe, its own
-//! child.
+//! called concurrently for one handle and never under an internal lock. A
+//! slow callback delays its own task, and through the pipe its own child,
+//! but it also keeps one of the few shared workers from every other run:
+//! a log callback that cannot keep up holds the logs instead (`LogGate`),
+//! which stops the reading without blocking a thread.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -16,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
 use tokio::time::sleep_until;
 
 use crate::error::{Error, Result};
@@ -29,6 +32,10 @@ use crate::state::{self, Phase, Record, StateWriter};
 /// Receives finished log lines, in batches (all lines of one read, in
 /// order). The lines are only borrowed for the call.
 pub type LogHandler = Box<dyn FnMut(&[LogLine<'_>]) + Send>;
+/// Receives finished log lines one at a time (the C API's `devrig_on_log`).
+/// A hold taken in it stops the delivery after that line; with a
+/// `LogHandler`, after the batch.
+pub type LineHandler = Box<dyn FnMut(&LogLine<'_>) + Send>;
 /// Receives every state change.
 pub type EventHandler = Box<dyn FnMut(&Event) + Send>;
 
@@ -42,6 +49,10 @@ pub const MAX_LINE_BYTES_LIMIT: usize = 1 << 30;
 const READ_CHUNK: usize = 64 * 1024;
 
 thread_local! {
+    /// The `Inner` (its address) whose log callback this thread is running,
+    /// 0 outside one: `hold_logs` is allowed only there.
+    static DELIVERING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+
     /// The read buffer of every run this thread drives. A read's bytes are
     /// split into the batch before the next read begins, so one buffer per
     /// thread is enough; one per run kept 64 KiB for each service that ever
@@ -142,10 +153,32 @@ enum Status {
     Done(Result<()>),
 }
 
+/// Where log lines go.
+enum LogSink {
+    Batch(LogHandler),
+    Line(LineHandler),
+}
+
 struct Setup {
     config: Config,
-    on_log: Option<LogHandler>,
+    on_log: Option<LogSink>,
     on_event: Option<EventHandler>,
+}
+
+/// Log backpressure without blocking a worker: a log callback that cannot
+/// take more holds the run's logs, and whoever drains what it kept
+/// releases them, from any thread. While held, the run reads nothing of
+/// the child's pipes and delivers no line (the child blocks on a full
+/// pipe); everything else goes on.
+#[derive(Default)]
+struct Hold {
+    held: AtomicBool,
+    /// Set when the handle is being freed: holds are refused from then on,
+    /// and a current one no longer counts (nobody could release it).
+    disabled: AtomicBool,
+    /// Woken (with a permit kept, so no release is missed) by a release,
+    /// `disable_log_holds` and `detach_callbacks`.
+    released: Notify,
 }
 
 struct Inner {
@@ -159,9 +192,73 @@ struct Inner {
     outcome: OnceLock<Outcome>,
     /// Set when the owner is gone: callbacks are no longer called.
     detached: AtomicBool,
+    hold: Hold,
+}
+
+/// Marks this thread as running `inner`'s log callback until dropped.
+struct Delivering {
+    prev: usize,
+}
+
+impl Delivering {
+    fn enter(inner: &Inner) -> Delivering {
+        let prev = DELIVERING.with(|d| d.replace(inner as *const Inner as usize));
+        Delivering { prev }
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        DELIVERING.with(|d| d.set(self.prev));
+    }
 }
 
 impl Inner {
+    /// True while the run must neither read the pipes nor deliver lines.
+    fn logs_held(&self) -> bool {
+        self.hold.held.load(Ordering::SeqCst)
+            && !self.hold.disabled.load(Ordering::SeqCst)
+            && !self.detached.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the logs are not held. The future is made before the
+    /// check: a release in between leaves a permit that wakes it.
+    async fn logs_released(&self) {
+        loop {
+            let released = self.hold.released.notified();
+            if !self.logs_held() {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    fn hold_logs(&self) -> Result<()> {
+        self.check_not_forked()?;
+        if DELIVERING.with(|d| d.get()) != self as *const Inner as usize {
+            return Err(Error::state(format!(
+                "the logs of supervisor {:?} can only be held from inside its own log callback",
+                self.name
+            )));
+        }
+        if self.hold.disabled.load(Ordering::SeqCst) {
+            return Err(Error::state(format!(
+                "supervisor {:?} is being freed: its logs can no longer be held",
+                self.name
+            )));
+        }
+        self.hold.held.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn release_logs(&self) -> Result<()> {
+        self.check_not_forked()?;
+        if self.hold.held.swap(false, Ordering::SeqCst) {
+            self.hold.released.notify_one();
+        }
+        Ok(())
+    }
+
     fn check_not_forked(&self) -> Result<()> {
         if std::process::id() != self.creator_pid {
             return Err(Error::state(format!(
@@ -364,6 +461,7 @@ impl Supervisor {
                 changed: Condvar::new(),
                 outcome: OnceLock::new(),
                 detached: AtomicBool::new(false),
+                hold: Hold::default(),
             }),
         })
     }
@@ -458,15 +556,53 @@ impl Supervisor {
         })
     }
 
+    /// Sets (or clears) the log handler, which receives the lines of one
+    /// read at once; replaces one set with `on_log_lines`.
     pub fn on_log(&self, handler: Option<LogHandler>) -> Result<()> {
+        self.set_log_sink(handler.map(LogSink::Batch))
+    }
+
+    /// Sets (or clears) a log handler that receives one line per call;
+    /// replaces one set with `on_log`.
+    pub fn on_log_lines(&self, handler: Option<LineHandler>) -> Result<()> {
+        self.set_log_sink(handler.map(LogSink::Line))
+    }
+
+    fn set_log_sink(&self, sink: Option<LogSink>) -> Result<()> {
         self.check_not_forked()?;
         match lock(&self.inner.setup).as_mut() {
             Some(s) => {
-                s.on_log = handler;
+                s.on_log = sink;
                 Ok(())
             }
             None => Err(self.already_started()),
         }
+    }
+
+    /// A handle on this supervisor's log backpressure, for the log handler
+    /// to keep (see `LogGate`).
+    pub fn log_gate(&self) -> LogGate {
+        LogGate {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// `LogGate::hold`.
+    pub fn hold_logs(&self) -> Result<()> {
+        self.inner.hold_logs()
+    }
+
+    /// `LogGate::release`.
+    pub fn release_logs(&self) -> Result<()> {
+        self.inner.release_logs()
+    }
+
+    /// Releases a hold for good: from now on `hold_logs` is refused. For an
+    /// owner that goes away and so could not release a hold (the C API's
+    /// devrig_free).
+    pub fn disable_log_holds(&self) {
+        self.inner.hold.disabled.store(true, Ordering::SeqCst);
+        self.inner.hold.released.notify_one();
     }
 
     pub fn on_event(&self, handler: Option<EventHandler>) -> Result<()> {
@@ -545,12 +681,57 @@ impl Supervisor {
     /// running finishes). Used when the owner of the callbacks goes away.
     pub fn detach_callbacks(&self) {
         self.inner.detached.store(true, Ordering::SeqCst);
+        // A hold no longer counts: wake a run waiting for its release.
+        self.inner.hold.released.notify_one();
     }
 
     /// True when called in a process other than the one that created the
     /// handle (after fork).
     pub fn is_forked_copy(&self) -> bool {
         std::process::id() != self.inner.creator_pid
+    }
+}
+
+/// Log backpressure for a run, usable from inside its log handler: the
+/// handler calls `hold` when it cannot take more lines, hands what it has to
+/// someone else (a thread, a goroutine), and returns at once; whoever drains
+/// that calls `release`. A worker thread is never blocked meanwhile.
+///
+/// Once the handler returns with the logs held, the run stops reading the
+/// child's pipes and delivering lines, partial lines included, until the
+/// release: the child blocks on a full pipe. Everything else goes on: exit
+/// detection, stop requests, the stop grace and SIGKILL, the RUNNING timer.
+/// All lines a child wrote come before its EXITED, so the run waits for the
+/// release before it drains the pipes of an exited child and before
+/// EXITED. A stop does not release a hold: the service is stopped on time,
+/// but the run ends only once the logs are released.
+#[derive(Clone)]
+pub struct LogGate {
+    inner: Arc<Inner>,
+}
+
+impl LogGate {
+    /// Holds the logs. Allowed only inside this supervisor's own log
+    /// handler (`Error::State` anywhere else, and once
+    /// `disable_log_holds` was called). A second hold is the same hold: one
+    /// release ends it.
+    pub fn hold(&self) -> Result<()> {
+        self.inner.hold_logs()
+    }
+
+    /// Releases the logs; the run resumes reading. From any thread, at any
+    /// time, also before the handler that held them has returned; harmless
+    /// when they are not held.
+    pub fn release(&self) -> Result<()> {
+        self.inner.release_logs()
+    }
+}
+
+impl std::fmt::Debug for LogGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGate")
+            .field("name", &self.inner.name)
+            .finish()
     }
 }
 
@@ -585,7 +766,7 @@ impl Drop for Supervisor {
 /// The state of one run, owned by its task.
 struct Run {
     cfg: Config,
-    on_log: Option<LogHandler>,
+    on_log: Option<LogSink>,
     on_event: Option<EventHandler>,
     inner: Arc<Inner>,
     /// The state record and where it goes; None without a state directory
@@ -597,6 +778,9 @@ struct Run {
     epoch: Instant,
     last: Option<ExitStatus>,
     batch: Batch,
+    /// Entries of `batch` already delivered: a hold taken in a line
+    /// handler leaves the rest for after the release.
+    delivered: usize,
     callback_panic: Option<String>,
     state_error_reported: bool,
     /// STOPPING was emitted for the current child.
@@ -689,6 +873,8 @@ enum Wake {
     Exited,
     RunningDue,
     Deadline,
+    /// The logs, held when the wait began, were released.
+    Released,
 }
 
 struct ChildEnd {
@@ -737,6 +923,7 @@ impl Run {
         });
         Run {
             batch: Batch::new(),
+            delivered: 0,
             cfg: setup.config,
             on_log: setup.on_log,
             on_event: setup.on_event,
@@ -1128,8 +1315,10 @@ impl Run {
         // Phase 1: the child lives until it exits or a stop is requested.
         let mut cancelled = false;
         while io.exit.is_none() {
-            match Self::next_wake(&self.inner.cancel, &mut io, true, running_at, None).await {
+            let held = self.inner.logs_held();
+            match Self::next_wake(&self.inner, &mut io, true, held, running_at, None).await {
                 Wake::Data(i) => self.read_live(&mut io, i).await,
+                Wake::Released => self.deliver(),
                 Wake::Idle => self.flush_idle(&mut io),
                 Wake::RunningDue => {
                     running_at = None;
@@ -1184,28 +1373,10 @@ impl Run {
             exited_at = Instant::now();
         } else {
             // The main process exited on its own: give its pipes a moment.
-            self.drain_now(&mut io);
-            let drain_until = Instant::now() + DRAIN_TIMEOUT;
-            while !io.both_eof() {
-                match Self::next_wake(
-                    &self.inner.cancel,
-                    &mut io,
-                    !cancelled,
-                    None,
-                    Some(drain_until),
-                )
-                .await
-                {
-                    Wake::Data(i) => self.read(&mut io, i).await,
-                    Wake::Idle => self.flush_idle(&mut io),
-                    Wake::Cancel => {
-                        cancelled = true;
-                        self.emit_stopping(pid);
-                    }
-                    Wake::Deadline => break,
-                    Wake::Exited | Wake::RunningDue => {}
-                }
-            }
+            // A stop request ends the moment: leftovers are stopped at once
+            // (the logs may be held for long), and what they wrote is read
+            // below.
+            self.drain(&mut io, Some(&mut cancelled)).await;
             let mut targets = self.leftovers(&mut io);
             all_clear = targets.is_empty();
             if !targets.is_empty() {
@@ -1233,21 +1404,8 @@ impl Run {
         }
 
         // Everything is gone: the pipes close unless a stranger holds them.
-        self.drain_now(&mut io);
-        let drain_until = Instant::now() + DRAIN_TIMEOUT;
-        while !io.both_eof() {
-            match Self::next_wake(&self.inner.cancel, &mut io, false, None, Some(drain_until)).await
-            {
-                Wake::Data(i) => self.read(&mut io, i).await,
-                Wake::Idle => self.flush_idle(&mut io),
-                Wake::Deadline => break,
-                _ => {}
-            }
-        }
-        for i in 0..2 {
-            self.flush_stream(&mut io, i);
-        }
-        self.deliver();
+        self.drain(&mut io, None).await;
+        self.deliver_the_rest(&mut io).await;
 
         if self.cancel_requested() && !self.stopping_emitted {
             // A stop that raced with a natural exit is still reported.
@@ -1408,8 +1566,10 @@ impl Run {
                 step = (step * 2).min(Duration::from_millis(20));
                 Some(deadline.map_or(t, |d| d.min(t)))
             };
-            match Self::next_wake(&self.inner.cancel, io, !*cancelled, None, tick).await {
+            let held = self.inner.logs_held();
+            match Self::next_wake(&self.inner, io, !*cancelled, held, None, tick).await {
                 Wake::Data(i) => self.read_live(io, i).await,
+                Wake::Released => self.deliver(),
                 Wake::Idle => self.flush_idle(io),
                 Wake::Exited => self.peek_exit(io),
                 Wake::Cancel => {
@@ -1429,23 +1589,37 @@ impl Run {
     /// serves the earliest deadline. A stop request and due timers come
     /// first, then the child's exit, then the streams, starting with a
     /// different one each time so that a chatty stdout cannot starve stderr.
+    ///
+    /// With the logs `held` (as the caller saw them: they can only be
+    /// released meanwhile, since a hold is taken inside `deliver`), the
+    /// streams and the idle timer are left alone and the release is
+    /// awaited instead.
     async fn next_wake(
-        cancel: &CancelToken,
+        inner: &Inner,
         io: &mut ChildIo,
         watch_cancel: bool,
+        held: bool,
         running_at: Option<Instant>,
         deadline: Option<Instant>,
     ) -> Wake {
-        let idle_at = io.idle_deadline();
+        let idle_at = if held { None } else { io.idle_deadline() };
         let timer_at = [running_at, idle_at, deadline].into_iter().flatten().min();
         let mut sleep = std::pin::pin!(sleep_until(tokio_instant(timer_at)));
-        let mut requested = std::pin::pin!(cancel.requested());
+        let mut requested = std::pin::pin!(inner.cancel.requested());
+        // Boxed: held logs are rare, and inline the future would grow the
+        // state of every idle service.
+        let mut released = held.then(|| Box::pin(inner.logs_released()));
         io.turn ^= 1;
         let io = &*io;
         std::future::poll_fn(|cx| {
             use std::task::Poll;
             if watch_cancel && requested.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Cancel);
+            }
+            if let Some(r) = released.as_mut() {
+                if r.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Released);
+                }
             }
             // A timer that is due comes before the streams. One that is not
             // is armed only when nothing else is ready: armed at every turn
@@ -1462,7 +1636,7 @@ impl Run {
             if io.exit.is_none() && io.pidfd.poll_read_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Exited);
             }
-            for k in 0..2 {
+            for k in 0..if held { 0 } else { 2 } {
                 let i = (io.turn as usize + k) % 2;
                 let s = &io.streams[i];
                 // Ready with an error counts too: the read reports it.
@@ -1541,10 +1715,14 @@ impl Run {
     /// timer (whose arming wakes the thread that runs the reactor) and a
     /// round trip through the reactor. A bounded number of reads: a
     /// stranger that holds a pipe and keeps writing is left to the wait.
+    /// Nothing is read while the logs are held.
     fn drain_now(&mut self, io: &mut ChildIo) {
         let mut buf = lend_read_buf();
-        for i in 0..2 {
+        'streams: for i in 0..2 {
             for _ in 0..16 {
+                if self.inner.logs_held() {
+                    break 'streams;
+                }
                 if io.streams[i].eof {
                     break;
                 }
@@ -1605,40 +1783,122 @@ impl Run {
         self.deliver();
     }
 
-    /// Hands the batch to the log callback.
+    /// Reads the pipes of an exited child until both are at EOF or, when a
+    /// stranger holds them, for `DRAIN_TIMEOUT`. Time with the logs held
+    /// does not count: a hold never cuts the drain short, which would lose
+    /// the lines still in the pipes. With `cancelled`, a stop request is
+    /// reported and ends the drain.
+    async fn drain(&mut self, io: &mut ChildIo, mut cancelled: Option<&mut bool>) {
+        self.drain_now(io);
+        let mut drain_until = Instant::now() + DRAIN_TIMEOUT;
+        while !io.both_eof() {
+            let held_since = self.inner.logs_held().then(Instant::now);
+            let (held, deadline) = match held_since {
+                Some(_) => (true, None),
+                None => (false, Some(drain_until)),
+            };
+            let watch_cancel = cancelled.is_some();
+            match Self::next_wake(&self.inner, io, watch_cancel, held, None, deadline).await {
+                Wake::Data(i) => self.read(io, i).await,
+                Wake::Idle => self.flush_idle(io),
+                Wake::Released => {
+                    drain_until += held_since.map_or(Duration::ZERO, |t| t.elapsed());
+                    self.deliver();
+                }
+                Wake::Cancel => {
+                    if let Some(c) = cancelled.as_deref_mut() {
+                        *c = true;
+                    }
+                    self.emit_stopping(io.pid);
+                    return;
+                }
+                Wake::Deadline => return,
+                Wake::Exited | Wake::RunningDue => {}
+            }
+        }
+    }
+
+    /// Delivers what is left once the child and everything it left are
+    /// gone: the held partial lines, after waiting out any hold, and before
+    /// EXITED, waiting for the release of a hold taken on the last lines.
+    async fn deliver_the_rest(&mut self, io: &mut ChildIo) {
+        loop {
+            if self.inner.logs_held() {
+                self.inner.logs_released().await;
+                continue;
+            }
+            if self.batch.is_empty() {
+                if !io.streams.iter().any(|s| s.asm.holds_data()) {
+                    return;
+                }
+                for i in 0..2 {
+                    self.flush_stream(io, i);
+                }
+            }
+            self.deliver();
+        }
+    }
+
+    /// Hands the batch to the log callback. While the logs are held it is
+    /// kept; a hold taken in a line handler keeps the lines after it.
     fn deliver(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         if self.inner.detached.load(Ordering::SeqCst) {
             self.batch.clear();
+            self.delivered = 0;
             return;
         }
-        if let Some(h) = self.on_log.as_mut() {
-            let name = self.cfg.name.as_str();
-            let batch = &self.batch;
-            let lines: Vec<LogLine<'_>> = batch
-                .entries()
-                .iter()
-                .map(|e| {
-                    LogLine::new(
-                        name,
-                        batch.text_with_nul(e),
-                        e.stream,
-                        e.level,
-                        e.pid,
-                        e.timestamp_ms,
-                    )
-                })
-                .collect();
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| h(&lines))) {
-                drop(lines);
-                self.batch.clear();
-                self.callback_panicked("log", p);
-                return;
-            }
+        if self.inner.logs_held() {
+            return;
         }
-        self.batch.clear();
+        let (inner, batch, from) = (&self.inner, &self.batch, self.delivered);
+        let name = self.cfg.name.as_str();
+        let line = |e: &crate::logs::EntryMeta| {
+            LogLine::new(
+                name,
+                batch.text_with_nul(e),
+                e.stream,
+                e.level,
+                e.pid,
+                e.timestamp_ms,
+            )
+        };
+        let mut upto = batch.len();
+        let res = match self.on_log.as_mut() {
+            None => Ok(()),
+            Some(LogSink::Batch(h)) => {
+                let lines: Vec<LogLine<'_>> = batch.entries()[from..].iter().map(line).collect();
+                let _in_callback = Delivering::enter(inner);
+                catch_unwind(AssertUnwindSafe(|| h(&lines)))
+            }
+            Some(LogSink::Line(h)) => {
+                let _in_callback = Delivering::enter(inner);
+                let upto = &mut upto;
+                catch_unwind(AssertUnwindSafe(|| {
+                    for (i, e) in batch.entries().iter().enumerate().skip(from) {
+                        h(&line(e));
+                        if inner.logs_held() {
+                            *upto = i + 1;
+                            return;
+                        }
+                    }
+                }))
+            }
+        };
+        if let Err(p) = res {
+            self.batch.clear();
+            self.delivered = 0;
+            self.callback_panicked("log", p);
+            return;
+        }
+        if upto < self.batch.len() {
+            self.delivered = upto;
+        } else {
+            self.batch.clear();
+            self.delivered = 0;
+        }
     }
 }
 

@@ -440,3 +440,438 @@ fn a_stranger_that_keeps_a_pipe_open_and_writing_does_not_hold_up_the_run() {
     assert_eq!(s.outcome().last_exit_code, 3);
     assert!(lines.load(Ordering::Relaxed) > 0);
 }
+
+// ---------------------------------------------------------------------------
+// Log backpressure without blocking a worker: hold_logs / release_logs.
+
+/// What a run reported, lines and events in the order they came.
+#[derive(Clone, Debug, PartialEq)]
+enum Item {
+    Line(String),
+    Ev(EventKind),
+}
+
+type Items = Arc<Mutex<Vec<Item>>>;
+
+fn lines_of(items: &Items) -> Vec<String> {
+    items
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|i| match i {
+            Item::Line(l) => Some(l.clone()),
+            Item::Ev(_) => None,
+        })
+        .collect()
+}
+
+fn has_event(items: &Items, kind: EventKind) -> bool {
+    items.lock().unwrap().contains(&Item::Ev(kind))
+}
+
+/// A supervisor whose events are recorded in `items`, with a 300 ms stop
+/// grace and no multiline grouping (which would keep each line until the
+/// next one is seen).
+fn held_sup(name: &str, cmd: &str) -> (Supervisor, Items) {
+    let mut cfg = Config::new(name, cmd).unwrap();
+    cfg.policy = fast(RestartMode::Never);
+    cfg.stop_grace = Duration::from_millis(300);
+    cfg.multiline = false;
+    let s = Supervisor::new(cfg).unwrap();
+    let items: Items = Arc::new(Mutex::new(Vec::new()));
+    let i = items.clone();
+    s.on_event(Some(Box::new(move |e: &Event| {
+        i.lock().unwrap().push(Item::Ev(e.kind))
+    })))
+    .unwrap();
+    (s, items)
+}
+
+/// Polls `cond` every 5 ms until it holds; panics after `limit`.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The bytes the process has written so far (/proc/PID/io), if readable.
+fn written(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn held_logs_stop_the_reader_and_the_child_yet_a_stop_comes_on_time() {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use EventKind::*;
+    // `yes` ignoring SIGTERM floods stdout; the handler holds the logs
+    // once lines flow and never releases them itself.
+    let (s, items) = held_sup("held-flood", "trap '' TERM; exec yes 0123456789");
+    let gate = s.log_gate();
+    let count = Arc::new(AtomicU64::new(0));
+    let pid = Arc::new(AtomicU32::new(0));
+    let (c, p) = (count.clone(), pid.clone());
+    let (tx, held_rx) = std::sync::mpsc::channel();
+    let mut holding = false;
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        assert!(lines.iter().all(|l| l.text() == b"0123456789"));
+        p.store(lines[0].pid, Ordering::SeqCst);
+        if c.fetch_add(lines.len() as u64, Ordering::SeqCst) > 10_000 && !holding {
+            gate.hold().unwrap();
+            holding = true;
+            tx.send(()).unwrap();
+        }
+    })))
+    .unwrap();
+    s.start().unwrap();
+    held_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no hold");
+    let pid = pid.load(Ordering::SeqCst);
+    let at_hold = count.load(Ordering::SeqCst);
+    // Nothing is delivered while held, and the child stops writing: its
+    // pipe is full and nobody reads it.
+    std::thread::sleep(Duration::from_millis(300));
+    let w1 = written(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        at_hold,
+        "lines came while held"
+    );
+    if let (Some(a), Some(b)) = (w1, written(pid)) {
+        assert_eq!(a, b, "the child kept writing while its logs were held");
+    }
+    assert!(alive(pid));
+    // A stop is not held up: SIGTERM is ignored, SIGKILL comes after the
+    // 300 ms grace.
+    let t = Instant::now();
+    s.cancel().unwrap();
+    wait_until(Duration::from_secs(5), "SIGKILL after the grace", || {
+        !alive(pid)
+    });
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    // The run ends only once the logs are released: its EXITED follows
+    // the child's last lines, still in the pipe.
+    assert!(matches!(
+        s.wait(Some(Duration::from_millis(200))),
+        Err(devrig::Error::Timeout(_))
+    ));
+    assert!(!has_event(&items, Exited));
+    assert_eq!(count.load(Ordering::SeqCst), at_hold);
+    s.release_logs().unwrap();
+    s.wait(Some(Duration::from_secs(20))).unwrap();
+    assert!(
+        count.load(Ordering::SeqCst) > at_hold,
+        "the pipe's lines were not read after the release"
+    );
+    let kinds: Vec<_> = items.lock().unwrap().clone();
+    assert_eq!(
+        kinds,
+        [Started, Running, Stopping, Exited, Stopped].map(Item::Ev)
+    );
+    assert_eq!(s.outcome().last_signal, 9);
+}
+
+#[test]
+fn held_and_released_logs_lose_nothing_and_keep_their_order() {
+    use EventKind::*;
+    // Every batch is held. Some holds are released by another thread after
+    // a while, some twice held, some released before the handler returns.
+    const N: usize = 200_000;
+    let (s, items) = held_sup("held-seq", &format!("seq 1 {N}; printf tail; exit 3"));
+    let i2 = items.clone();
+    s.on_event(Some(Box::new(move |e: &Event| {
+        i2.lock().unwrap().push(Item::Ev(e.kind))
+    })))
+    .unwrap();
+    let gate = s.log_gate();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let releaser = {
+        let gate = s.log_gate();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while rx.recv().is_ok() {
+                n += 1;
+                if n % 4 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                gate.release().unwrap();
+            }
+        })
+    };
+    let i3 = items.clone();
+    let mut calls = 0u64;
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        let mut g = i3.lock().unwrap();
+        g.extend(
+            lines
+                .iter()
+                .map(|l| Item::Line(String::from_utf8_lossy(l.text()).into_owned())),
+        );
+        drop(g);
+        calls += 1;
+        gate.hold().unwrap();
+        match calls % 3 {
+            0 => gate.release().unwrap(), // before the handler returns
+            1 => {
+                gate.hold().unwrap(); // the same hold
+                tx.send(()).unwrap();
+            }
+            _ => tx.send(()).unwrap(),
+        }
+    })))
+    .unwrap();
+    s.run().unwrap();
+    drop(s);
+    releaser.join().unwrap();
+    let all = items.lock().unwrap().clone();
+    let exited = all.iter().position(|i| *i == Item::Ev(Exited)).unwrap();
+    let mut want: Vec<String> = (1..=N).map(|n| n.to_string()).collect();
+    want.push("tail".into());
+    assert_eq!(lines_of(&items), want);
+    assert!(
+        all[exited + 1..].iter().all(|i| matches!(i, Item::Ev(_))),
+        "a line came after EXITED"
+    );
+}
+
+#[test]
+fn a_child_that_exits_while_held_has_every_line_before_its_exited() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use EventKind::*;
+    // 5000 lines fit in the pipe: the child writes them all and exits
+    // while the first line's hold lasts.
+    let (s, items) = held_sup(
+        "held-exit",
+        "echo first; sleep 0.1; seq 1 5000; printf tail; exit 3",
+    );
+    let gate = s.log_gate();
+    let pid = Arc::new(AtomicU32::new(0));
+    let (p, i2) = (pid.clone(), items.clone());
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        for l in lines {
+            let text = String::from_utf8_lossy(l.text()).into_owned();
+            if text == "first" {
+                p.store(l.pid, Ordering::SeqCst);
+                gate.hold().unwrap();
+            }
+            i2.lock().unwrap().push(Item::Line(text));
+        }
+    })))
+    .unwrap();
+    s.start().unwrap();
+    wait_until(Duration::from_secs(10), "first line", || {
+        pid.load(Ordering::SeqCst) != 0
+    });
+    let pid = pid.load(Ordering::SeqCst);
+    wait_until(Duration::from_secs(10), "the child's exit", || !alive(pid));
+    // Exited, but its lines are in the pipe: no EXITED until the release.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(lines_of(&items), ["first"]);
+    assert!(!has_event(&items, Exited));
+    s.release_logs().unwrap();
+    s.wait(Some(Duration::from_secs(20))).unwrap();
+    let mut want = vec!["first".to_string()];
+    want.extend((1..=5000).map(|n| n.to_string()));
+    want.push("tail".into());
+    assert_eq!(lines_of(&items), want);
+    let all = items.lock().unwrap().clone();
+    assert_eq!(all.last(), Some(&Item::Ev(Stopped)));
+    assert_eq!(all[all.len() - 2], Item::Ev(Exited));
+    assert_eq!(s.outcome().last_exit_code, 3);
+}
+
+#[test]
+fn held_logs_hold_back_the_idle_flush_of_a_partial_line() {
+    // Without the hold, "partial" would come 250 ms after it was written.
+    let (s, items) = held_sup("held-partial", "echo a; printf partial; sleep 30");
+    let gate = s.log_gate();
+    let i2 = items.clone();
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        for l in lines {
+            let text = String::from_utf8_lossy(l.text()).into_owned();
+            if text == "a" {
+                gate.hold().unwrap();
+            }
+            i2.lock().unwrap().push(Item::Line(text));
+        }
+    })))
+    .unwrap();
+    s.start().unwrap();
+    wait_until(Duration::from_secs(10), "line a", || {
+        !lines_of(&items).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(lines_of(&items), ["a"]);
+    s.release_logs().unwrap();
+    wait_until(Duration::from_secs(5), "the partial line", || {
+        lines_of(&items).len() == 2
+    });
+    assert_eq!(lines_of(&items), ["a", "partial"]);
+    s.cancel().unwrap();
+    s.wait(Some(Duration::from_secs(10))).unwrap();
+}
+
+#[test]
+fn a_hold_in_a_line_handler_stops_after_that_line() {
+    use EventKind::*;
+    let (s, items) = held_sup("held-line", "printf '1\\n2\\n3\\n4\\n5\\n'");
+    let gate = s.log_gate();
+    let i2 = items.clone();
+    s.on_log_lines(Some(Box::new(move |l: &devrig::LogLine<'_>| {
+        let text = String::from_utf8_lossy(l.text()).into_owned();
+        if text == "2" {
+            gate.hold().unwrap();
+        }
+        i2.lock().unwrap().push(Item::Line(text));
+    })))
+    .unwrap();
+    s.start().unwrap();
+    wait_until(Duration::from_secs(10), "line 2", || {
+        lines_of(&items).len() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines_of(&items), ["1", "2"]);
+    assert!(!has_event(&items, Exited));
+    s.release_logs().unwrap();
+    s.wait(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(lines_of(&items), ["1", "2", "3", "4", "5"]);
+    let all = items.lock().unwrap().clone();
+    assert_eq!(&all[all.len() - 2..], [Item::Ev(Exited), Item::Ev(Stopped)]);
+}
+
+#[test]
+fn holding_outside_the_own_log_handler_is_a_state_error() {
+    let (s, items) = held_sup("hold-where", "echo x; sleep 30");
+    let (other, _) = held_sup("hold-other", "echo y; sleep 30");
+    let results = Arc::new(Mutex::new(Vec::new()));
+    // From the event handler of the same supervisor.
+    let (gate, r1, i1) = (s.log_gate(), results.clone(), items.clone());
+    s.on_event(Some(Box::new(move |e: &Event| {
+        i1.lock().unwrap().push(Item::Ev(e.kind));
+        if e.kind == EventKind::Started {
+            r1.lock().unwrap().push(("event", gate.hold().is_ok()));
+        }
+    })))
+    .unwrap();
+    // From another supervisor's log handler.
+    let (gate, r2) = (s.log_gate(), results.clone());
+    other
+        .on_log(Some(Box::new(move |_: &[devrig::LogLine<'_>]| {
+            r2.lock().unwrap().push(("other", gate.hold().is_ok()));
+        })))
+        .unwrap();
+    // In its own log handler: allowed.
+    let (gate, r3, i3) = (s.log_gate(), results.clone(), items.clone());
+    s.on_log(Some(Box::new(move |_: &[devrig::LogLine<'_>]| {
+        r3.lock().unwrap().push(("own", gate.hold().is_ok()));
+        i3.lock().unwrap().push(Item::Line(String::new()));
+    })))
+    .unwrap();
+    // From a thread of the host: before, during and after the run.
+    let err = s.hold_logs().unwrap_err();
+    assert!(matches!(err, devrig::Error::State(_)), "{err:?}");
+    assert!(err.message().contains("log callback"), "{err}");
+    s.release_logs().unwrap(); // not held: harmless
+    s.start().unwrap();
+    other.start().unwrap();
+    wait_until(Duration::from_secs(10), "both log handlers", || {
+        results.lock().unwrap().len() >= 3
+    });
+    assert!(matches!(s.hold_logs(), Err(devrig::Error::State(_))));
+    let mut r = results.lock().unwrap().clone();
+    r.sort();
+    assert_eq!(r, [("event", false), ("other", false), ("own", true)]);
+    s.release_logs().unwrap();
+    s.release_logs().unwrap(); // twice: harmless
+    for sup in [&s, &other] {
+        sup.cancel().unwrap();
+        sup.wait(Some(Duration::from_secs(10))).unwrap();
+    }
+    assert!(matches!(s.hold_logs(), Err(devrig::Error::State(_))));
+}
+
+#[test]
+fn a_supervisor_dropped_or_freed_while_held_still_ends_its_run() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    for drop_it in [true, false] {
+        let (s, _items) = held_sup("held-drop", "exec yes");
+        let gate = s.log_gate();
+        let pid = Arc::new(AtomicU32::new(0));
+        let p = pid.clone();
+        s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+            p.store(lines[0].pid, Ordering::SeqCst);
+            let _ = gate.hold();
+        })))
+        .unwrap();
+        s.start().unwrap();
+        wait_until(Duration::from_secs(10), "a hold", || {
+            pid.load(Ordering::SeqCst) != 0
+        });
+        let pid = pid.load(Ordering::SeqCst);
+        if drop_it {
+            // Detaches the handlers and stops the run in the background.
+            drop(s);
+        } else {
+            // What devrig_free does before it waits.
+            s.disable_log_holds();
+            assert!(matches!(s.hold_logs(), Err(devrig::Error::State(_))));
+            s.cancel().unwrap();
+            s.wait(Some(Duration::from_secs(10))).unwrap();
+        }
+        // Reaped: not even a zombie is left.
+        wait_until(Duration::from_secs(10), "the child reaped", || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+    }
+}
+
+#[test]
+fn a_hold_longer_than_the_drain_time_loses_no_line_of_a_pipe_kept_open() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use EventKind::*;
+    // The main process exits while held; a leftover keeps the pipes open,
+    // so they never reach EOF. The hold lasts longer than both drain
+    // periods (500 ms each): the lines in the pipe must still all come.
+    let (s, items) = held_sup(
+        "held-drain",
+        "echo first; sleep 0.1; seq 1 3000; sleep 30 & exit 0",
+    );
+    let gate = s.log_gate();
+    let pid = Arc::new(AtomicU32::new(0));
+    let (p, i2) = (pid.clone(), items.clone());
+    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
+        for l in lines {
+            let text = String::from_utf8_lossy(l.text()).into_owned();
+            if text == "first" {
+                p.store(l.pid, Ordering::SeqCst);
+                gate.hold().unwrap();
+            }
+            i2.lock().unwrap().push(Item::Line(text));
+        }
+    })))
+    .unwrap();
+    s.start().unwrap();
+    wait_until(Duration::from_secs(10), "first line", || {
+        pid.load(Ordering::SeqCst) != 0
+    });
+    let pid = pid.load(Ordering::SeqCst);
+    wait_until(Duration::from_secs(10), "the main process's exit", || {
+        !alive(pid)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lines_of(&items), ["first"]);
+    s.release_logs().unwrap();
+    s.wait(Some(Duration::from_secs(20))).unwrap();
+    let mut want = vec!["first".to_string()];
+    want.extend((1..=3000).map(|n| n.to_string()));
+    assert_eq!(lines_of(&items), want);
+    let all = items.lock().unwrap().clone();
+    assert_eq!(&all[all.len() - 2..], [Item::Ev(Exited), Item::Ev(Stopped)]);
+}

@@ -217,11 +217,12 @@ typedef struct {
   const char *dir;
   pid_t victim; /* killed with devrig_kill_tree from the callback */
   bool fired;
+  bool from_log; /* fired in the log callback (else the event callback) */
   /* results */
   devrig_status set_working_dir, set_env, set_policy, set_state_dir, set_grace,
       set_multiline, set_max_line, on_log, on_log_batch, on_event, run, start,
       wait, outcome, kill_tree, start_time, write_pid, remove_pid, other_start,
-      cancel, cancel_again;
+      cancel, cancel_again, hold_logs, release_logs;
   devrig_outcome_kind outcome_kind;
   int64_t start_ms;
   bool same_process, last_error_ok, version_ok, fresh_ok;
@@ -257,6 +258,8 @@ static void call_everything(cb_ctx *c) {
   c->on_log = devrig_on_log(s, noop_log, NULL);
   c->on_log_batch = devrig_on_log_batch(s, noop_batch, NULL);
   c->on_event = devrig_on_event(s, noop_event, NULL);
+  c->hold_logs = devrig_hold_logs(s);       /* only in the log callback */
+  c->release_logs = devrig_release_logs(s); /* so the hold never bites */
   c->run = devrig_run(s);
   c->start = devrig_start(s);
   c->wait = devrig_wait(s, 0);
@@ -299,6 +302,7 @@ static void log_calling_everything(void *ud, const devrig_log_line *l) {
   log_ud *u = (log_ud *)ud;
   if (!u->ctx->fired && l->len >= 5 && memcmp(l->text, "hello", 5) == 0) {
     u->ctx->fired = true;
+    u->ctx->from_log = true;
     call_everything(u->ctx);
   }
   rec_log_cb(u->rec, l);
@@ -325,6 +329,8 @@ static void check_everything(cb_ctx *c, recorder *rec) {
   CHECK_EQ(c->on_log, DEVRIG_E_STATE);
   CHECK_EQ(c->on_log_batch, DEVRIG_E_STATE);
   CHECK_EQ(c->on_event, DEVRIG_E_STATE);
+  CHECK_EQ(c->hold_logs, c->from_log ? DEVRIG_OK : DEVRIG_E_STATE);
+  CHECK_EQ(c->release_logs, DEVRIG_OK);
   CHECK_EQ(c->run, DEVRIG_E_STATE);
   CHECK_EQ(c->start, DEVRIG_E_STATE);
   CHECK_EQ(c->wait, DEVRIG_E_STATE);

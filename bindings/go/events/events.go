@@ -8,6 +8,7 @@
 package events
 
 import (
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,13 @@ import (
 
 func init() {
 	evhook.SendBatch = func(b *Broadcaster, evs []TelemetryEvent) { b.sendBatch(evs) }
+	evhook.TrySendBatch = func(b *Broadcaster, evs []TelemetryEvent) evhook.Backlog {
+		return b.trySendBatch(evs)
+	}
+	evhook.TrySend = func(b *Broadcaster, ev TelemetryEvent) evhook.Backlog {
+		evs := [1]TelemetryEvent{ev}
+		return b.trySendBatch(evs[:])
+	}
 }
 
 // ServiceStatusKind says which kind of event a TelemetryEvent is.
@@ -149,6 +157,9 @@ type subscriber struct {
 	mu      sync.Mutex    // serialises sends and the close of ch
 	closed  bool
 	stalled bool
+	// waiting is set while a sender holding mu waits for room (up to the
+	// send timeout): trySendBatch does not wait for mu behind it.
+	waiting atomic.Bool
 }
 
 // Broadcaster distributes events to any number of subscribers. The zero
@@ -166,6 +177,12 @@ type subscriber struct {
 //
 // devrig's own Broadcaster drops at once when a buffer is full; call
 // SetSendTimeout with a value <= 0 for exactly that behaviour.
+//
+// A supervisor publishing here follows these rules without making
+// libdevrig's shared threads wait: what does not fit is delivered later by
+// a goroutine of its run, in order, while the run stops reading its
+// service's output (see package supervisor). So a subscriber that is slow
+// or stuck holds back only the services that publish to it.
 type Broadcaster struct {
 	mu sync.Mutex
 	// subs is copy-on-write: an element visible in a slice taken under mu
@@ -307,14 +324,113 @@ func (b *Broadcaster) deliver(s *subscriber, evs []TelemetryEvent, timeout time.
 		} else {
 			t.Reset(timeout) // Go >= 1.23 timers: no stale expiry to drain
 		}
+		s.waiting.Store(true)
 		select {
 		case s.ch <- evs[i]:
 		case <-s.quit:
+			s.waiting.Store(false)
 			return // unsubscribed or closed: nothing more for it
 		case <-t.C:
 			s.stalled = true
 			b.dropped.Add(1)
 		}
+		s.waiting.Store(false)
+	}
+}
+
+// trySendBatch delivers what of evs fits without waiting, as sendBatch
+// would otherwise (drops for stalled subscribers and with a send timeout
+// <= 0 included), and returns the rest as a backlog, nil when nothing is
+// left. It never waits for room, nor for a subscriber's lock held by a
+// sender that waits for room: the supervisor calls it on libdevrig's few
+// shared threads, which must not block (reached through internal/evhook).
+func (b *Broadcaster) trySendBatch(evs []TelemetryEvent) evhook.Backlog {
+	if len(evs) == 0 {
+		return nil
+	}
+	subs, timeout := b.snapshot()
+	var bl *backlog
+	for _, s := range subs {
+		if i := b.tryDeliver(s, evs, timeout); i < len(evs) {
+			if bl == nil {
+				bl = &backlog{b: b}
+			}
+			bl.subs = append(bl.subs, s)
+			bl.from = append(bl.from, i)
+		}
+	}
+	if bl == nil {
+		return nil // not a nil *backlog in an interface
+	}
+	lo := len(evs)
+	for _, i := range bl.from {
+		lo = min(lo, i)
+	}
+	bl.evs = append([]TelemetryEvent(nil), evs[lo:]...)
+	for k := range bl.from {
+		bl.from[k] -= lo
+	}
+	return bl
+}
+
+// tryDeliver puts evs into s's buffer, in order, as long as there is room
+// (dropping for a stalled subscriber or with timeout <= 0, as deliver
+// does), and returns how many it disposed of: evs[n:] needs a wait for
+// room. A subscriber whose lock is held by a sender waiting for room gets
+// nothing (n = 0): it is full.
+func (b *Broadcaster) tryDeliver(s *subscriber, evs []TelemetryEvent, timeout time.Duration) int {
+	if !s.lockUnlessWaiting() {
+		return 0
+	}
+	defer s.mu.Unlock()
+	if s.closed {
+		return len(evs)
+	}
+	for i := range evs {
+		select {
+		case s.ch <- evs[i]:
+			s.stalled = false
+			continue
+		default:
+		}
+		if timeout <= 0 || s.stalled {
+			b.dropped.Add(1)
+			continue
+		}
+		return i
+	}
+	return len(evs)
+}
+
+// lockUnlessWaiting takes s.mu, or gives up (false) when its holder is
+// waiting for room. Other holders keep it for a moment only (a send
+// without waiting, a close), so they are waited for by yielding.
+func (s *subscriber) lockUnlessWaiting() bool {
+	for !s.mu.TryLock() {
+		if s.waiting.Load() {
+			return false
+		}
+		runtime.Gosched()
+	}
+	return true
+}
+
+// backlog is what trySendBatch could not deliver: for subscribers subs,
+// evs[from[k]:] each.
+type backlog struct {
+	b    *Broadcaster
+	subs []*subscriber
+	from []int
+	evs  []TelemetryEvent
+}
+
+// Deliver delivers the backlog as sendBatch would, waiting for room up to
+// the broadcaster's current send timeout. Subscribers that were removed
+// meanwhile get nothing more.
+func (bl *backlog) Deliver() {
+	_, timeout := bl.b.snapshot()
+	for k, s := range bl.subs {
+		bl.b.deliver(s, bl.evs[bl.from[k]:], timeout)
 	}
 }
 

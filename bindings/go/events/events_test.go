@@ -228,3 +228,98 @@ func TestDetectLogLevelMatchesDevrig(t *testing.T) {
 		}
 	}
 }
+
+// trySendBatch and trySend (the supervisor's path on libdevrig's threads,
+// through internal/evhook) never wait: what fits is delivered at once (or
+// dropped as Send would: stalled subscriber, timeout <= 0), the rest comes
+// back as a backlog, a copy, whose Deliver waits as Send does.
+func TestTrySendBatchNeverWaits(t *testing.T) {
+	trySendBatch, ok := evhook.TrySendBatch.(func(*Broadcaster, []TelemetryEvent) evhook.Backlog)
+	if !ok || trySendBatch == nil {
+		t.Fatalf("evhook.TrySendBatch is %T", evhook.TrySendBatch)
+	}
+	trySend, ok := evhook.TrySend.(func(*Broadcaster, TelemetryEvent) evhook.Backlog)
+	if !ok || trySend == nil {
+		t.Fatalf("evhook.TrySend is %T", evhook.TrySend)
+	}
+	b := NewBroadcaster()
+	b.SetSendTimeout(time.Hour)
+	small, big := b.Subscribe(2), b.Subscribe(10)
+	batch := make([]TelemetryEvent, 5)
+	for i := range batch {
+		batch[i] = TelemetryEvent{PID: i}
+	}
+	if trySendBatch(b, nil) != nil {
+		t.Fatal("a backlog for nothing")
+	}
+	bl := trySendBatch(b, batch)
+	if bl == nil {
+		t.Fatal("no backlog though a buffer was full")
+	}
+	if len(small) != 2 || len(big) != 5 {
+		t.Fatalf("delivered %d and %d at once", len(small), len(big))
+	}
+	for i := range batch {
+		batch[i].PID = -1 // the backlog is a copy
+	}
+	// The backlog waits for room in small only, in order.
+	done := make(chan struct{})
+	go func() { bl.Deliver(); close(done) }()
+	for i := 0; i < 5; i++ {
+		if e, _ := recv(t, small); e.PID != i {
+			t.Fatalf("small: event %d has PID %d", i, e.PID)
+		}
+	}
+	<-done
+	if len(big) != 5 || b.Dropped() != 0 {
+		t.Fatalf("big got %d, dropped %d", len(big), b.Dropped())
+	}
+	for len(big) > 0 {
+		<-big
+	}
+
+	// A sender waiting for room in small holds its lock: trySend does not
+	// wait behind it, and leaves small's event to a backlog.
+	for i := 0; i < 2; i++ {
+		b.Send(TelemetryEvent{})
+	}
+	sent := make(chan struct{})
+	go func() { b.Send(TelemetryEvent{Status: "blocked"}); close(sent) }()
+	for !b.subs[0].waiting.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	got := make(chan evhook.Backlog, 1)
+	go func() { got <- trySend(b, TelemetryEvent{Status: "try"}) }()
+	select {
+	case bl = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("trySend waited behind a blocked Send")
+	}
+	if bl == nil || len(big) != 3 {
+		t.Fatalf("backlog %v, big has %d", bl, len(big))
+	}
+	b.Unsubscribe(small) // wakes the blocked Send; the backlog is moot
+	<-sent
+	bl.Deliver()
+	for len(big) > 0 {
+		<-big
+	}
+
+	// Drops as Send would: no backlog with a timeout <= 0, nor for a
+	// stalled subscriber.
+	b.SetSendTimeout(0)
+	full := b.Subscribe(1)
+	if trySendBatch(b, make([]TelemetryEvent, 3)) != nil {
+		t.Fatal("a backlog with a send timeout of 0")
+	}
+	b.SetSendTimeout(10 * time.Millisecond)
+	b.Send(TelemetryEvent{}) // full is full: stalls it after 10 ms
+	if trySendBatch(b, make([]TelemetryEvent, 3)) != nil {
+		t.Fatal("a backlog for a stalled subscriber")
+	}
+	<-full
+	b.Close()
+	if trySendBatch(b, batch) != nil {
+		t.Fatal("a backlog after Close")
+	}
+}

@@ -8,6 +8,7 @@ import "C"
 import (
 	"fmt"
 	"runtime/cgo"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,32 @@ type runState struct {
 	mu       sync.Mutex
 	panicked bool
 	panicVal any
+
+	// The deliveries that had to wait (see publish), made at the run's
+	// first; nil for a run that never found a subscriber full.
+	dq atomic.Pointer[delivery]
+}
+
+// delivery is a run's queue of deliveries that could not be made without
+// waiting, and the state of the goroutine that makes them.
+type delivery struct {
+	mu    sync.Mutex
+	queue []pending
+	// busy: the delivery goroutine runs; everything the run publishes goes
+	// behind it, through queue. idle is closed when it turns false.
+	busy bool
+	idle chan struct{}
+	// held: the run's logs are held (devrig_hold_logs) until the queue is
+	// delivered; the goroutine releases them.
+	held bool
+}
+
+// pending is one delivery left to the delivery goroutine: the rest of a
+// send that did not fit (backlog), or events sent after it (b, evs).
+type pending struct {
+	backlog evhook.Backlog
+	b       *events.Broadcaster
+	evs     []events.TelemetryEvent
 }
 
 // recoverInto is deferred by every exported function: a Go panic never
@@ -117,9 +144,172 @@ var severities = [...]string{events.SeverityInfo, events.SeverityDebug, events.S
 var levels = [...]string{events.LevelUnknown, events.LevelTrace, events.LevelDebug,
 	events.LevelInfo, events.LevelWarn, events.LevelError}
 
-// sendBatch is events' unexported (*Broadcaster).sendBatch: one lock per
-// batch instead of one per line.
-var sendBatch = evhook.SendBatch.(func(*events.Broadcaster, []events.TelemetryEvent))
+// Events' unexported batch sends (see internal/evhook): sendBatch takes
+// one lock per batch instead of one per line; trySendBatch and trySend
+// never wait, and return what did not fit.
+var (
+	sendBatch    = evhook.SendBatch.(func(*events.Broadcaster, []events.TelemetryEvent))
+	trySendBatch = evhook.TrySendBatch.(func(*events.Broadcaster, []events.TelemetryEvent) evhook.Backlog)
+	trySend      = evhook.TrySend.(func(*events.Broadcaster, events.TelemetryEvent) evhook.Backlog)
+)
+
+// Publishing never blocks a libdevrig thread: those few threads serve every
+// service, and one that waited for a subscriber to make room (up to the
+// send timeout) stalled every service of the process, their stops
+// included. So the callbacks deliver what fits at once (trySendBatch);
+// when a subscriber is full, the rest goes to the run's queue, and one
+// goroutine, started then and ending when the queue is empty, delivers it
+// with the broadcaster's waiting rules (send timeout, stalled subscribers).
+// Everything the run publishes meanwhile goes behind it, so the lines and
+// statuses of a run keep their order. For log lines the backpressure
+// reaches the child without a thread waiting: the log callback holds the
+// run's logs (devrig_hold_logs) while the queue is not empty, libdevrig
+// stops reading the child's pipes, and the goroutine releases them
+// (devrig_release_logs) once the queue is delivered. Status events need no
+// hold: a run has few of them, and libdevrig waits for the release before
+// a child's "exited". The run is released (finish) only once the queue is
+// delivered, so Wait returns after the terminal event was handed over.
+
+// publish delivers evs to b without waiting, or queues what it cannot
+// (behind anything already queued), copied: evs is reused by the caller.
+func (rs *runState) publish(b *events.Broadcaster, evs []events.TelemetryEvent) {
+	if d := rs.dq.Load(); d != nil && d.queueIfBusy(func() pending {
+		return pending{b: b, evs: slices.Clone(evs)}
+	}) {
+		return
+	}
+	// Nothing queued and no goroutine: only this run's callbacks, which
+	// are never concurrent, start one.
+	if bl := trySendBatch(b, evs); bl != nil {
+		rs.enqueue(pending{backlog: bl})
+	}
+}
+
+// publishOne is publish for one event, without allocating when it fits.
+func (rs *runState) publishOne(b *events.Broadcaster, ev events.TelemetryEvent) {
+	if d := rs.dq.Load(); d != nil && d.queueIfBusy(func() pending {
+		return pending{b: b, evs: []events.TelemetryEvent{ev}}
+	}) {
+		return
+	}
+	if bl := trySend(b, ev); bl != nil {
+		rs.enqueue(pending{backlog: bl})
+	}
+}
+
+// queueIfBusy queues mk() if the delivery goroutine runs.
+func (d *delivery) queueIfBusy(mk func() pending) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy {
+		d.queue = append(d.queue, mk())
+	}
+	return d.busy
+}
+
+// enqueue queues p and starts the delivery goroutine if needed.
+func (rs *runState) enqueue(p pending) {
+	d := rs.dq.Load()
+	if d == nil {
+		d = &delivery{}
+		rs.dq.Store(d) // callbacks are never concurrent: no other store
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.queue = append(d.queue, p)
+	if !d.busy {
+		d.busy, d.idle = true, make(chan struct{})
+		go rs.deliverQueued(d)
+	}
+}
+
+// holdIfBehind is called by the log callback after publishing a batch:
+// while deliveries are queued, the run's logs are held, so that libdevrig
+// reads no more of the child's output until the goroutine has caught up
+// (backpressure: the child blocks on its full pipe).
+func (rs *runState) holdIfBehind() {
+	d := rs.dq.Load()
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	if !d.busy || d.held {
+		d.mu.Unlock()
+		return
+	}
+	// Under d.mu, as the release: the goroutine cannot release before
+	// held says there is something to release.
+	if C.devrig_hold_logs(rs.sup) == C.DEVRIG_OK {
+		d.held = true
+		d.mu.Unlock()
+		return
+	}
+	// Only if libdevrig refused the hold (it does not, from inside the
+	// log callback of a live handle): wait here as the binding once did,
+	// rather than queue without bound.
+	idle := d.idle
+	d.mu.Unlock()
+	<-idle
+}
+
+// deliverQueued is the delivery goroutine: it delivers d's queue in order,
+// waiting for room as the broadcaster's Send does, then releases the held
+// logs and ends. After a panic in a callback nothing more is published.
+func (rs *runState) deliverQueued(d *delivery) {
+	for {
+		d.mu.Lock()
+		if len(d.queue) == 0 {
+			if d.held {
+				// Under d.mu: see holdIfBehind. The handle is not freed
+				// before idle is closed (finish waits for it).
+				C.devrig_release_logs(rs.sup)
+				d.held = false
+			}
+			d.queue = nil
+			d.busy = false
+			close(d.idle)
+			d.mu.Unlock()
+			return
+		}
+		p := d.queue[0]
+		d.queue[0] = pending{}
+		d.queue = d.queue[1:]
+		d.mu.Unlock()
+		switch {
+		case rs.dead():
+		case p.backlog != nil:
+			p.backlog.Deliver()
+		default:
+			sendBatch(p.b, p.evs)
+		}
+	}
+}
+
+// deliveriesQueued reports whether the delivery goroutine is running.
+func (rs *runState) deliveriesQueued() bool {
+	d := rs.dq.Load()
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.busy
+}
+
+// waitDelivered waits until the run's queued deliveries, if any, have been
+// made and the delivery goroutine has ended.
+func (rs *runState) waitDelivered() {
+	d := rs.dq.Load()
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	busy, idle := d.busy, d.idle
+	d.mu.Unlock()
+	if busy {
+		<-idle
+	}
+}
 
 // Log lines are copied out of C in groups: the texts of a group go into one
 // Go allocation, and each line's LogBody is a substring of it. A retained
@@ -158,10 +348,11 @@ func goDevrigLogBatch(h C.uintptr_t, lines *C.devrig_log_line, count C.size_t) {
 	for len(batch) > 0 {
 		n := rs.copyGroup(batch)
 		used = max(used, n)
-		// The C data stays valid for the whole call, Sends included.
-		sendBatch(rs.logs, rs.evbuf[:n])
+		// Never waits: what does not fit is queued (copied).
+		rs.publish(rs.logs, rs.evbuf[:n])
 		batch = batch[n:]
 	}
+	rs.holdIfBehind()
 }
 
 // maxViews bounds the lines of one LogHandler call, and so the views
@@ -287,10 +478,13 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 		// panic was recovered.
 		defer rs.ending()
 		// libdevrig sets the outcome before the terminal event: record it
-		// (and let the Supervisor run again) before the event is
-		// published, so that a subscriber who sees "stopped" or "failed"
-		// finds Outcome() up to date and can Start again at once.
-		rs.release()
+		// before the event is published, so that a subscriber who sees
+		// "stopped" or "failed" finds Outcome() up to date, and let the
+		// Supervisor run again, so that it can Start at once. Unless the
+		// run's deliveries are queued (a full subscriber): the event then
+		// waits behind them, and a new run must not overtake it, so finish
+		// frees the Supervisor once the queue is delivered.
+		rs.release(!rs.deliveriesQueued())
 	}
 	defer rs.recoverInto()
 	if rs.dead() || rs.evts == nil {
@@ -318,5 +512,6 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 		testHookPanic(&hooked)
 		ev = hooked
 	}
-	rs.evts.Send(ev)
+	// Never waits: queued behind the run's pending deliveries, if any.
+	rs.publishOne(rs.evts, ev)
 }

@@ -26,6 +26,15 @@
 // and the additions Level (exact: "trace" ... "error", "" when none), Stream,
 // PID and Timestamp.
 //
+// Publishing never makes libdevrig's few shared threads wait for a
+// subscriber: when a buffer is full, the rest is delivered by a goroutine of
+// the run, with the Broadcaster's rules (send timeout, stalled subscribers),
+// and meanwhile the run reads no more of its service's output, so the child
+// waits on its full pipe. A slow or stuck subscriber thus delays only the
+// services that publish to it, never the supervision of the others. Lines
+// and statuses of a run keep their order, and Run returns once everything
+// of the run has been handed to the subscribers (or dropped by those rules).
+//
 // # High-volume logs
 //
 // One TelemetryEvent per line over a channel costs far more than reading
@@ -106,9 +115,10 @@ type Supervisor struct {
 	// all of a child's entries before its "exited" status. The slice is
 	// reused and each Text is lent, valid only during the call: copy what
 	// you keep (see LogView). Like the C callbacks it runs on one of libdevrig's
-	// few shared threads: a slow handler slows its own service (the child
-	// blocks on a full pipe), so keep it short, and never wait in it for
-	// anything that waits for Run. A panic in it stops the service and Run
+	// few threads, shared by every service: while it runs, that thread
+	// serves no other service, so a handler that waits delays them all,
+	// their stops included. Keep it short (hand slow work to a goroutine),
+	// and never wait in it for anything that waits for Run. A panic in it stops the service and Run
 	// panics again with the value once every process is reaped; do not call
 	// runtime.Goexit (t.FailNow) in it.
 	//
@@ -380,10 +390,10 @@ func (s *Supervisor) unclaimRun(gen uint64) {
 	s.mu.Unlock()
 }
 
-// release records the outcome of an ended run and lets its Supervisor run
-// again, in one step; unless a newer run has been started meanwhile (the
-// terminal event released this run already).
-func (rs *runState) release() {
+// release records the outcome of an ended run and, with free, lets its
+// Supervisor run again, in one step; unless a newer run has been started
+// meanwhile (the terminal event released this run already).
+func (rs *runState) release(free bool) {
 	out, ok := outcomeOf(rs.sup)
 	s := rs.owner
 	s.mu.Lock()
@@ -391,7 +401,9 @@ func (rs *runState) release() {
 		if ok {
 			s.outcome = out
 		}
-		s.live = false
+		if free {
+			s.live = false
+		}
 	}
 	s.mu.Unlock()
 }
@@ -448,15 +460,18 @@ func (rs *runState) collect() bool {
 	return true
 }
 
-// finish releases an ended run: its outcome is recorded and its owner
-// accepts a new Start (together), the C handle is freed (at once: the run
-// has ended), and Wait is released.
+// finish releases an ended run: once everything it published has been
+// handed to subscribers (the delivery goroutine, if any, has ended, and
+// with it its last use of the handle), its outcome is recorded and its
+// owner accepts a new Start (unless the terminal event did both already),
+// the C handle is freed (at once: the run has ended), and Wait is released.
 func (rs *runState) finish() {
+	rs.waitDelivered()
 	// Out of both first: neither uses the handle once it is freed.
 	removeFromSafetyNet(rs)
 	leaveStopGroup(rs)
 
-	rs.release()
+	rs.release(true)
 	C.devrig_free(rs.sup) // the run has ended: returns at once
 	rs.handle.Delete()
 	close(rs.done)
