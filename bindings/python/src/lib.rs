@@ -9,7 +9,11 @@
 //! interpreter with `Python::try_attach` (so interpreter shutdown never
 //! crashes), once per batch of lines. An exception raised by a callback is
 //! stored, the service is cancelled, and the exception is raised again on
-//! the caller's thread by `run()` / `wait()` / `close()`.
+//! the caller's thread by `run()` / `wait()` / `close()`. Those few threads
+//! serve every supervisor of the process: the binding's own code never
+//! waits on them (the ``queue_logs=True`` queue holds the run's logs when
+//! full, see `LogQueue`). The binding adds one thread of its own, started
+//! at the first stop of a ``queue_logs=True`` supervisor (`watchdog`).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -1109,28 +1113,40 @@ impl Outcome {
 // ------------------------------------------------------------- Supervisor
 
 /// Batches waiting for `Supervisor.log_batches()` (``queue_logs=True``).
-/// Filled by the core's threads without the GIL; bounded, so a slow
-/// consumer slows the child (through the pipe) instead of growing memory.
+///
+/// Filled in the run's log handler, on one of the core's few worker
+/// threads, which serve every service of the process: so a push never
+/// waits (one that waited for a reader who had stopped reading took a
+/// worker from every other service, and a few such queues stalled them
+/// all). Backpressure goes through the core's log gate instead: the push
+/// that fills the queue (`cap` batches) holds the run's logs, so the core
+/// reads no more of the child's pipes (the child blocks on a full pipe) and
+/// delivers nothing, and no thread waits; the consumer releases them when
+/// it takes a batch and the queue is below `cap` again. So the queue never
+/// holds more than `cap` batches. Hold and release happen under the
+/// queue's lock, together with `held`, so that a release never gets lost or
+/// comes before its hold.
 ///
 /// The bound holds during a stop too, when a child may keep writing (it
-/// ignores SIGTERM, or logs while it shuts down). A push never waits
-/// without end then, since the run's thread is the one that sends SIGKILL
-/// once `stop_grace` has passed: when the queue is full it waits for the
-/// consumer to take a batch until the stop's grace period ends, and after
-/// that only while the consumer is still taking batches (one at least every
-/// `STOP_PATIENCE`). A batch that still finds no room is dropped and its
-/// lines counted, so what the consumer reads is every line up to some
-/// point, in order (the newest lines go, never the older ones).
+/// ignores SIGTERM, or logs while it shuts down). Since a run cannot end
+/// while its logs are held, a hold cannot last for good then: it lasts
+/// until `stop_grace` after the stop request, and after that only while
+/// the consumer keeps taking batches (one at least every `STOP_PATIENCE`).
+/// When that patience runs out with the logs held, the queue starts
+/// dropping and releases them; no Python code need run for that: the
+/// `watchdog` thread does it. From then on every batch is dropped (sticky)
+/// and its lines counted, so what the consumer reads is every line up to
+/// some point, in order: the newest lines go, never older ones, and there
+/// is no gap.
 struct LogQueue {
     state: Mutex<QueueState>,
     not_empty: Condvar,
-    not_full: Condvar,
     cap: usize,
     stop_grace: Duration,
 }
 
-/// After a stop's grace period: how long a push into a full queue waits
-/// for the consumer, counted from the last batch it took.
+/// After a stop's grace period: how long the logs stay held for a full
+/// queue, counted from the last batch the consumer took.
 const STOP_PATIENCE: Duration = Duration::from_millis(250);
 
 struct QueueState {
@@ -1138,82 +1154,185 @@ struct QueueState {
     /// The run has ended (or its supervisor is gone): nothing more will be
     /// pushed.
     closed: bool,
+    /// The run's log gate. Taken away when the Python `Supervisor` goes:
+    /// it keeps the core's handle alive, which keeps the log handler, which
+    /// keeps this queue (a cycle for a supervisor never started).
+    gate: Option<devrig::LogGate>,
+    /// The run's logs are held by this queue (a push held them, neither
+    /// the consumer nor the watchdog has released them yet).
+    held: bool,
     /// A stop was requested: when its grace period ends.
     stop_deadline: Option<Instant>,
+    /// No watchdog could be started for the stop (no thread): then a full
+    /// queue is not held during the stop, it drops at once.
+    unwatched: bool,
     /// When the consumer last took a batch.
     last_take: Option<Instant>,
+    /// Set when a batch was first dropped: every later one is dropped too,
+    /// so the lines read have no gap.
+    dropping: bool,
     /// Lines dropped because the queue stayed full during a stop.
     dropped_lines: u64,
+    /// For the tests: the most batches ever queued at once, and how many
+    /// holds were taken.
+    high_water: usize,
+    holds: u64,
+}
+
+impl QueueState {
+    /// During a stop: when a hold of a full queue must end (None without a
+    /// stop).
+    fn patience_end(&self) -> Option<Instant> {
+        let deadline = self.stop_deadline?;
+        Some(match self.last_take {
+            Some(t) => deadline.max(t + STOP_PATIENCE),
+            None => deadline,
+        })
+    }
+
+    fn release(&mut self) {
+        if self.held {
+            if let Some(g) = &self.gate {
+                let _ = g.release();
+            }
+            self.held = false;
+        }
+    }
+
+    /// From now on every batch is dropped; the logs are released, so that
+    /// the run goes on (and can end).
+    fn start_dropping(&mut self) {
+        self.dropping = true;
+        self.release();
+    }
+}
+
+/// What the watchdog learns from a queue it watches.
+enum Watch {
+    /// Nothing more to watch: the run ended, or the queue drops already.
+    Done,
+    /// Not held: nothing is due (a new hold kicks the watchdog).
+    Idle,
+    /// Held: look again then.
+    At(Instant),
 }
 
 impl LogQueue {
-    fn new(cap: usize, stop_grace: Duration) -> LogQueue {
+    fn new(cap: usize, stop_grace: Duration, gate: devrig::LogGate) -> LogQueue {
         LogQueue {
             state: Mutex::new(QueueState {
                 batches: VecDeque::new(),
                 closed: false,
+                gate: Some(gate),
+                held: false,
                 stop_deadline: None,
+                unwatched: false,
                 last_take: None,
+                dropping: false,
                 dropped_lines: 0,
+                high_water: 0,
+                holds: 0,
             }),
             not_empty: Condvar::new(),
-            not_full: Condvar::new(),
             cap,
             stop_grace,
         }
     }
 
+    /// Called in the run's log handler (the only place a hold may be
+    /// taken). Never waits.
     fn push(&self, b: Arc<BatchData>) {
         let mut st = lock(&self.state);
-        while st.batches.len() >= self.cap {
-            let until = match (st.closed, st.stop_deadline) {
-                // Nobody can take a batch any more.
-                (true, _) => None,
-                // No stop: wait for room as long as it takes (backpressure).
-                (false, None) => {
-                    st = self.not_full.wait(st).unwrap_or_else(|e| e.into_inner());
-                    continue;
-                }
-                (false, Some(deadline)) => Some(match st.last_take {
-                    Some(t) => deadline.max(t + STOP_PATIENCE),
-                    None => deadline,
-                }),
-            };
-            let now = Instant::now();
-            match until {
-                Some(u) if now < u => {
-                    st = self
-                        .not_full
-                        .wait_timeout(st, u - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                _ => {
-                    st.dropped_lines += b.lines.len() as u64;
-                    return;
-                }
-            }
+        if st.dropping || st.batches.len() >= self.cap {
+            // A full queue that is not held: the supervisor is gone
+            // (closed), or holds were refused. Nobody waits for these.
+            st.dropped_lines += b.lines.len() as u64;
+            st.dropping = true;
+            return;
         }
         st.batches.push_back(b);
+        st.high_water = st.high_water.max(st.batches.len());
         self.not_empty.notify_all();
+        if st.batches.len() < self.cap || st.closed {
+            return;
+        }
+        // Full: no more until the consumer has taken one.
+        if let Some(end) = st.patience_end() {
+            if st.unwatched || Instant::now() >= end {
+                // A stop whose patience has run out already.
+                st.dropping = true;
+                return;
+            }
+        }
+        let held = st.gate.as_ref().is_some_and(|g| g.hold().is_ok());
+        if !held {
+            // Refused: the handle is being freed. Never queue without bound.
+            st.dropping = true;
+            return;
+        }
+        st.held = true;
+        st.holds += 1;
+        let stopping = st.stop_deadline.is_some();
+        drop(st);
+        if stopping {
+            watchdog::kick();
+        }
     }
 
-    fn set_stopping(&self) {
+    fn set_stopping(self: &Arc<Self>) {
         let mut st = lock(&self.state);
-        let deadline = Instant::now().checked_add(self.stop_grace);
         // The first request counts: the run's SIGKILL is due stop_grace
         // after it, never later.
-        if st.stop_deadline.is_none() {
-            st.stop_deadline = Some(deadline.unwrap_or_else(far_future));
+        if st.stop_deadline.is_some() || st.closed {
+            return;
         }
-        self.not_full.notify_all();
+        let deadline = Instant::now().checked_add(self.stop_grace);
+        st.stop_deadline = Some(deadline.unwrap_or_else(far_future));
+        drop(st);
+        if !watchdog::watch(self) {
+            let mut st = lock(&self.state);
+            st.unwatched = true;
+            if st.held {
+                st.start_dropping();
+            }
+        }
     }
 
+    /// For the watchdog: ends a hold whose stop patience has run out.
+    fn watch(&self, now: Instant) -> Watch {
+        let mut st = lock(&self.state);
+        if st.closed || st.dropping {
+            return Watch::Done;
+        }
+        let Some(end) = st.patience_end() else {
+            return Watch::Done;
+        };
+        if !st.held {
+            return Watch::Idle;
+        }
+        if now < end {
+            return Watch::At(end);
+        }
+        st.start_dropping();
+        Watch::Done
+    }
+
+    /// The run has ended: the consumer takes what is left, then stops.
     fn close(&self) {
         let mut st = lock(&self.state);
         st.closed = true;
         self.not_empty.notify_all();
-        self.not_full.notify_all();
+    }
+
+    /// The Python `Supervisor` is gone (nobody can read any more): its
+    /// core handle must not stay alive through the gate, and a hold must
+    /// not keep the run from ending.
+    fn detach(&self) {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        st.held = false;
+        st.gate = None;
+        self.not_empty.notify_all();
     }
 
     fn dropped_lines(&self) -> u64 {
@@ -1221,7 +1340,8 @@ impl LogQueue {
     }
 
     /// Waits up to `slice` for a batch: `Ok(Some)`, `Ok(None)` (nothing
-    /// yet), or `Err(())` once closed and drained.
+    /// yet), or `Err(())` once closed and drained. Releases the logs held
+    /// by a full queue once it is below its bound.
     fn pop(&self, slice: Duration) -> Result<Option<Arc<BatchData>>, ()> {
         let mut st = lock(&self.state);
         if st.batches.is_empty() && !st.closed {
@@ -1234,11 +1354,155 @@ impl LogQueue {
         match st.batches.pop_front() {
             Some(b) => {
                 st.last_take = Some(Instant::now());
-                self.not_full.notify_all();
+                if st.batches.len() < self.cap {
+                    st.release();
+                }
                 Ok(Some(b))
             }
             None if st.closed => Err(()),
             None => Ok(None),
+        }
+    }
+}
+
+/// The one thread that ends the stop patience of held log queues
+/// (``queue_logs=True``) when no Python code runs to do it: shared by every
+/// supervisor of the process, started at the first stop of such a
+/// supervisor, then kept (asleep while nothing is due). A forked child
+/// starts its own.
+mod watchdog {
+    use super::{lock, LogQueue, Watch};
+    use std::sync::{Arc, Condvar, Mutex, Weak};
+    use std::time::Instant;
+
+    struct Watchdog {
+        pid: u32,
+        state: Mutex<State>,
+        wake: Condvar,
+    }
+
+    struct State {
+        /// Queues of runs being stopped, until their run has ended.
+        queues: Vec<Weak<LogQueue>>,
+        /// Something changed since the thread last looked.
+        kicked: bool,
+    }
+
+    static WATCHDOG: Mutex<Option<Arc<Watchdog>>> = Mutex::new(None);
+
+    /// This process's watchdog, started if need be; None if no thread
+    /// could be started.
+    fn get(start: bool) -> Option<Arc<Watchdog>> {
+        let me = std::process::id();
+        let mut g = lock(&WATCHDOG);
+        if let Some(w) = g.as_ref().filter(|w| w.pid == me) {
+            return Some(w.clone());
+        }
+        if !start {
+            return None;
+        }
+        let w = Arc::new(Watchdog {
+            pid: me,
+            state: Mutex::new(State {
+                queues: Vec::new(),
+                kicked: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let w2 = w.clone();
+        std::thread::Builder::new()
+            .name("devrig-py-stop".into())
+            .spawn(move || {
+                block_async_signals();
+                w2.run()
+            })
+            .ok()?;
+        *g = Some(w.clone());
+        Some(w)
+    }
+
+    /// Watches `q` until its run has ended. False if no watchdog thread
+    /// could be started.
+    pub(super) fn watch(q: &Arc<LogQueue>) -> bool {
+        let Some(w) = get(true) else {
+            return false;
+        };
+        let mut st = lock(&w.state);
+        st.queues.push(Arc::downgrade(q));
+        st.kicked = true;
+        w.wake.notify_one();
+        true
+    }
+
+    /// A watched queue took a hold: its patience may run out.
+    pub(super) fn kick() {
+        if let Some(w) = get(false) {
+            lock(&w.state).kicked = true;
+            w.wake.notify_one();
+        }
+    }
+
+    impl Watchdog {
+        fn run(&self) {
+            loop {
+                let queues: Vec<Arc<LogQueue>> = {
+                    let mut st = lock(&self.state);
+                    st.kicked = false;
+                    st.queues.retain(|q| q.strong_count() > 0);
+                    st.queues.iter().filter_map(|q| q.upgrade()).collect()
+                };
+                // Without the watchdog's lock: a push holds its queue's lock
+                // when it kicks.
+                let now = Instant::now();
+                let mut next: Option<Instant> = None;
+                let mut done = Vec::new();
+                for q in &queues {
+                    match q.watch(now) {
+                        Watch::Done => done.push(Arc::as_ptr(q)),
+                        Watch::Idle => {}
+                        Watch::At(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                    }
+                }
+                drop(queues);
+                let mut st = lock(&self.state);
+                st.queues.retain(|q| !done.contains(&q.as_ptr()));
+                if st.kicked {
+                    continue;
+                }
+                match next {
+                    None => drop(self.wake.wait(st).unwrap_or_else(|e| e.into_inner())),
+                    Some(t) => {
+                        let wait = t.saturating_duration_since(Instant::now());
+                        drop(
+                            self.wake
+                                .wait_timeout(st, wait)
+                                .unwrap_or_else(|e| e.into_inner()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// As the core's threads: signals go to the host's threads.
+    fn block_async_signals() {
+        // SAFETY: sigset manipulation on a local set, then pthread_sigmask
+        // on the calling (new) thread only.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            // Synchronous faults must stay deliverable.
+            for sig in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGILL,
+                libc::SIGTRAP,
+                libc::SIGSYS,
+            ] {
+                libc::sigdelset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         }
     }
 }
@@ -1319,7 +1583,8 @@ impl Shared {
         self.stopping();
     }
 
-    /// A stop was requested: the log queue must not block the run.
+    /// A stop was requested: the log queue must not hold the run's logs
+    /// past the stop's patience.
     fn stopping(&self) {
         if let Some(q) = &self.queue {
             q.set_stopping();
@@ -1645,7 +1910,13 @@ impl Supervisor {
             on_event: Mutex::new(on_event),
             error: Mutex::new(None),
             core: OnceLock::new(),
-            queue: queue_logs.then(|| Arc::new(LogQueue::new(LOG_QUEUE_BATCHES, stop_grace))),
+            queue: queue_logs.then(|| {
+                Arc::new(LogQueue::new(
+                    LOG_QUEUE_BATCHES,
+                    stop_grace,
+                    core.log_gate(),
+                ))
+            }),
             run_end: Mutex::new(RunEnd::default()),
         });
         let _ = shared.core.set(Arc::downgrade(&core));
@@ -1660,7 +1931,8 @@ impl Supervisor {
             .map_err(to_py)?;
         }
         if let Some(q) = shared.queue.clone() {
-            // No GIL on this path: the core's thread copies and queues.
+            // No GIL on this path: the core's thread copies and queues, and
+            // never waits (a full queue holds the run's logs instead).
             let service = shared.service.clone();
             core.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
                 q.push(Arc::new(BatchData::new(service.clone(), lines)));
@@ -1758,13 +2030,15 @@ impl Supervisor {
     /// the GIL, so reading and splitting run in parallel with your loop.
     ///
     /// The queue holds 16 batches (reads of the pipe): when it is full the
-    /// child waits (backpressure), so memory stays bounded. During a stop
-    /// the bound holds too, and the stop still ends in time: a full queue
-    /// waits for your loop until ``stop_grace`` has passed since the stop
-    /// request, then only while your loop keeps taking batches (one at
-    /// least every 0.25 s). A read that still finds no room is dropped: you
-    /// get every line up to that point, in order, and ``dropped_lines``
-    /// counts the rest.
+    /// library stops reading the child's output until your loop takes a
+    /// batch, so the child waits on its pipe (backpressure), memory stays
+    /// bounded, and no library thread waits. During a stop the bound holds
+    /// too, and the stop still ends in time: a full queue waits for your
+    /// loop until ``stop_grace`` has passed since the stop request, then
+    /// only while your loop keeps taking batches (one at least every
+    /// 0.25 s). After that the rest of the output is dropped: you get every
+    /// line up to that point, in order, and ``dropped_lines`` counts the
+    /// rest.
     fn log_batches(slf: Bound<'_, Self>) -> PyResult<LogBatchIterator> {
         let me = slf.get();
         me.check_fork()?;
@@ -1816,11 +2090,40 @@ impl Supervisor {
 
     /// With ``queue_logs=True``: how many lines were dropped because the
     /// queue stayed full during a stop (0 otherwise, and always 0 while
-    /// your loop keeps up). See ``log_batches()``.
+    /// your loop keeps up). Once one line was dropped, every later one is:
+    /// what you read has no gap. See ``log_batches()``.
     #[getter]
     fn dropped_lines(&self) -> PyResult<u64> {
         self.check_fork()?;
         Ok(self.shared.queue.as_ref().map_or(0, |q| q.dropped_lines()))
+    }
+
+    /// For the tests, with ``queue_logs=True`` (None otherwise): the
+    /// queue's state as a dict: ``queued`` (batches now), ``high_water``
+    /// (the most ever queued at once), ``held`` (the run's logs are held
+    /// now), ``holds`` (holds taken so far), ``dropping``.
+    fn _log_queue_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.check_fork()?;
+        let Some(q) = &self.shared.queue else {
+            return Ok(None);
+        };
+        let (queued, high_water, held, holds, dropping) = {
+            let st = lock(&q.state);
+            (
+                st.batches.len(),
+                st.high_water,
+                st.held,
+                st.holds,
+                st.dropping,
+            )
+        };
+        let d = PyDict::new(py);
+        d.set_item("queued", queued)?;
+        d.set_item("high_water", high_water)?;
+        d.set_item("held", held)?;
+        d.set_item("holds", holds)?;
+        d.set_item("dropping", dropping)?;
+        Ok(Some(d))
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
@@ -1924,7 +2227,11 @@ impl Drop for Supervisor {
         self.core.detach_callbacks();
         if !self._is_forked_copy() {
             if let Some(q) = &self.shared.queue {
-                q.close();
+                // Nobody can read any more: a hold must not keep the run
+                // from ending (detaching makes it moot already; this says
+                // so for good), and the gate must not keep the core alive.
+                self.core.disable_log_holds();
+                q.detach();
             }
         }
     }

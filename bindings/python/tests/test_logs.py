@@ -1,6 +1,8 @@
 """Log lines: integrity, partial lines, multiline, streams, levels, bytes."""
 
+import gc
 import sys
+import threading
 import time
 
 import pytest
@@ -9,7 +11,7 @@ import devrig
 from devrig import EventKind as K
 from devrig import Level, Stream
 
-from conftest import fast_policy
+from conftest import fast_policy, proc_state
 
 NEVER = fast_policy(mode="never")
 
@@ -246,10 +248,173 @@ def test_queue_logs_reader_gets_every_line_written_around_a_stop():
     assert sup.outcome.kind is devrig.OutcomeKind.CANCELLED
 
 
+QUEUE_BOUND = 16  # batches; the queue_logs queue never holds more
+
+
+def wait_held(sup, timeout=20.0):
+    """Waits until the queue of sup is full and holds the run's logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = sup._log_queue_stats()
+        if st["held"]:
+            return st
+        assert time.monotonic() < deadline, f"the queue was never held: {st}"
+        time.sleep(0.01)
+
+
+def test_queue_logs_reader_gone_drops_sticky_while_the_run_ends():
+    # As above, but the reader comes back as soon as the stop's patience
+    # has run out, while the run still drains the killed child's pipe: once
+    # a batch was dropped, every later one is too (no gap for a reader that
+    # has found room again).
+    sup = devrig.Supervisor("q8", "trap '' TERM; exec seq 1 1000000000", policy=NEVER,
+                            queue_logs=True, stop_grace=0.5)
+    sup.start()
+    it = sup.log_batches()
+    batches = [next(it)]  # seq runs: SIGTERM is ignored from now on
+    wait_held(sup)
+    sup.cancel()
+    deadline = time.monotonic() + 20
+    while not sup._log_queue_stats()["dropping"]:
+        assert time.monotonic() < deadline, "the patience never ran out"
+        time.sleep(0.01)
+    batches += list(it)
+    sup.wait(30)
+    assert sup.outcome.last_signal == 9
+    assert len(batches) <= 1 + QUEUE_BOUND
+    texts = [t for b in batches for t in b.texts()]
+    assert texts == [str(i) for i in range(1, len(texts) + 1)]
+    assert sup.dropped_lines > 0
+    st = sup._log_queue_stats()
+    assert st["high_water"] <= QUEUE_BOUND and not st["held"]
+
+
+def test_unread_queue_logs_floods_do_not_stall_other_supervisors(rec):
+    # Four floods nobody reads (as many as the core has workers, at most):
+    # their queues fill up and hold their runs' logs. No worker waits for a
+    # reader, so another supervisor still runs, logs and stops at once. (A
+    # push that waited for room took a worker for good: with 4 such floods
+    # every supervisor of the process stalled.)
+    floods = [devrig.Supervisor(f"flood{i}", "exec yes flood", policy=NEVER,
+                                queue_logs=True, stop_grace=0.5) for i in range(4)]
+    try:
+        for f in floods:
+            f.start()
+        for f in floods:
+            wait_held(f)
+        other = devrig.Supervisor("other", "echo ready; exec sleep 30", policy=NEVER,
+                                  on_log=rec.on_log, on_event=rec.on_event)
+        other.start()
+        rec.wait_line(lambda l: l.text == "ready")
+        rec.wait_kind(K.RUNNING)
+        t0 = time.monotonic()
+        other.cancel()
+        other.wait(20)
+        assert time.monotonic() - t0 < 10  # SIGTERM ends sleep at once
+        assert other.outcome.kind is devrig.OutcomeKind.CANCELLED
+        assert rec.kinds()[-1] is K.STOPPED
+        for f in floods:
+            st = f._log_queue_stats()
+            assert st["held"] and st["queued"] == QUEUE_BOUND
+            assert st["high_water"] == QUEUE_BOUND
+            assert not f.done and f.dropped_lines == 0
+    finally:
+        # Nobody reads: each stop ends once its patience has run out
+        # (stop_grace), the lines left in the pipes dropped.
+        for f in floods:
+            f.cancel()
+        for f in floods:
+            f.wait(30)
+    for f in floods:
+        assert f.outcome.kind is devrig.OutcomeKind.CANCELLED
+        assert f.dropped_lines > 0
+        assert all(set(b.texts()) == {"flood"} for b in f.log_batches())
+
+
+def test_queue_logs_slow_reader_gets_every_line_with_the_queue_bounded():
+    # The reader is slower than the child: the queue fills, holds the run's
+    # logs, and each batch taken lets one more in. Nothing is lost, and the
+    # queue never holds more than its bound. (A read is at most 64 KiB: the
+    # 3.4 MB of these lines take more than 16 of them.)
+    n = 500_000
+    sup = devrig.Supervisor("slow", f"seq 1 {n}", policy=NEVER, queue_logs=True)
+    sup.start()
+    wait_held(sup)  # full before the first read
+    got = []
+    for b in sup.log_batches():
+        assert sup._log_queue_stats()["queued"] <= QUEUE_BOUND
+        got.extend(b.texts())
+        time.sleep(0.002)
+    sup.wait(30)
+    assert got == [str(i) for i in range(1, n + 1)]
+    st = sup._log_queue_stats()
+    assert st["high_water"] == QUEUE_BOUND
+    assert st["holds"] >= 1 and not st["held"] and not st["dropping"]
+    assert sup.dropped_lines == 0
+    assert sup.outcome.kind is devrig.OutcomeKind.COMPLETED
+
+
+def test_queue_logs_hold_is_released_by_another_thread_reading():
+    # The queue is held while nobody reads; a reader on another thread
+    # starts later and gets everything. (A read is at most 64 KiB: the
+    # 6.9 MB of these lines take more than 16 of them.)
+    n = 1_000_000
+    sup = devrig.Supervisor("late", f"seq 1 {n}", policy=NEVER, queue_logs=True)
+    sup.start()
+    wait_held(sup)
+    got = []
+    t = threading.Thread(target=lambda: got.extend(x for b in sup.log_batches()
+                                                   for x in b.texts()))
+    t.start()
+    sup.wait(30)
+    t.join(30)
+    assert got == [str(i) for i in range(1, n + 1)]
+    assert sup._log_queue_stats()["high_water"] == QUEUE_BOUND
+
+
+def test_closing_a_supervisor_whose_queue_is_held():
+    # Nobody reads and the child ignores SIGTERM: close() ends within about
+    # stop_grace (SIGKILL, the hold ended by the stop's patience).
+    sup = devrig.Supervisor("held-close", "trap '' TERM; exec seq 1 1000000000",
+                            policy=NEVER, queue_logs=True, stop_grace=0.5)
+    sup.start()
+    wait_held(sup)
+    t0 = time.monotonic()
+    sup.close()
+    assert time.monotonic() - t0 < 15
+    assert sup.outcome.kind is devrig.OutcomeKind.CANCELLED
+    assert sup.outcome.last_signal == 9
+    assert sup.dropped_lines > 0
+    texts = [t for b in sup.log_batches() for t in b.texts()]
+    assert texts == [str(i) for i in range(1, len(texts) + 1)]
+
+
+def test_dropping_a_supervisor_whose_queue_is_held():
+    # The last reference goes while the queue holds the run's logs: nothing
+    # waits for it, the child is stopped and reaped all the same. A long
+    # stop_grace: the hold must not wait for it either (only SIGKILL does).
+    sup = devrig.Supervisor("held-drop", "exec yes dropped", policy=NEVER,
+                            queue_logs=True, stop_grace=60)
+    sup.start()
+    it = sup.log_batches()
+    pid = next(it)[0].pid
+    del it  # the iterator keeps the supervisor alive
+    wait_held(sup)
+    t0 = time.monotonic()
+    del sup
+    gc.collect()
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 20
+    while proc_state(pid) is not None:  # reaped, not even a zombie
+        assert time.monotonic() < deadline, f"{pid} still {proc_state(pid)}"
+        time.sleep(0.01)
+
+
 def test_dropped_lines_is_zero_without_a_queue():
     sup = devrig.Supervisor("q7", "echo x", policy=NEVER)
     sup.run()
     assert sup.dropped_lines == 0
+    assert sup._log_queue_stats() is None
 
 
 def test_queue_logs_argument_rules():
