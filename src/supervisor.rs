@@ -182,20 +182,17 @@ struct Hold {
 }
 
 impl Hold {
-    /// Made by the first wait for a release: boxed and on demand, as most
-    /// services never hold, and inline it made every service's state 40
-    /// bytes bigger.
+    /// Made on demand (a wait, a release, a free): boxed and lazily, as
+    /// most services never hold, and inline it made every service's state
+    /// 40 bytes bigger.
     fn released(&self) -> &Notify {
         self.released.get_or_init(|| Box::new(Notify::new()))
     }
 
-    /// Wakes the run if it waits for a release. Without a Notify nobody
-    /// waits: a waiter makes it before it checks the flags (SeqCst), so it
-    /// sees the change, or the change's wake sees the Notify.
+    /// Wakes the run if it waits for a release (through `released`, whose
+    /// OnceLock makes the waiter's and the waker's Notify the same one).
     fn wake(&self) {
-        if let Some(n) = self.released.get() {
-            n.notify_one();
-        }
+        self.released().notify_one();
     }
 }
 
@@ -1333,6 +1330,7 @@ impl Run {
         // Phase 1: the child lives until it exits or a stop is requested.
         let mut cancelled = false;
         while io.exit.is_none() {
+            self.resume_delivery();
             let held = self.inner.logs_held();
             match Self::next_wake(&self.inner, &mut io, true, held, running_at, None).await {
                 Wake::Data(i) => self.read_live(&mut io, i).await,
@@ -1584,6 +1582,7 @@ impl Run {
                 step = (step * 2).min(Duration::from_millis(20));
                 Some(deadline.map_or(t, |d| d.min(t)))
             };
+            self.resume_delivery();
             let held = self.inner.logs_held();
             match Self::next_wake(&self.inner, io, !*cancelled, held, None, tick).await {
                 Wake::Data(i) => self.read_live(io, i).await,
@@ -1810,6 +1809,7 @@ impl Run {
         self.drain_now(io);
         let mut drain_until = Instant::now() + DRAIN_TIMEOUT;
         while !io.both_eof() {
+            self.resume_delivery();
             let held_since = self.inner.logs_held().then(Instant::now);
             let (held, deadline) = match held_since {
                 Some(_) => (true, None),
@@ -1853,6 +1853,17 @@ impl Run {
                     self.flush_stream(io, i);
                 }
             }
+            self.deliver();
+        }
+    }
+
+    /// Delivers what a hold kept, if the hold has ended: called before each
+    /// wait, since a release that lands between `deliver`'s check and the
+    /// wait's (a few instructions, on another thread) does not wake a wait
+    /// that was not watching for it, and the kept lines would wait for the
+    /// child's next write.
+    fn resume_delivery(&mut self) {
+        if !self.batch.is_empty() && !self.inner.logs_held() {
             self.deliver();
         }
     }
