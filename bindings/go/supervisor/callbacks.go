@@ -83,6 +83,11 @@ type pending struct {
 	backlog evhook.Backlog
 	b       *events.Broadcaster
 	evs     []events.TelemetryEvent
+	// free: evs is the run's terminal event, queued behind earlier
+	// deliveries; the Supervisor is freed for a new Start right before it
+	// is sent, so that a subscriber who sees it may start again at once,
+	// and no new run's events overtake it.
+	free bool
 }
 
 // recoverInto is deferred by every exported function: a Go panic never
@@ -197,6 +202,23 @@ func (rs *runState) publishOne(b *events.Broadcaster, ev events.TelemetryEvent) 
 	}
 }
 
+// publishTerminal publishes the run's terminal event and frees the
+// Supervisor for a new Start just before: behind the run's queued
+// deliveries if there are any (the goroutine frees it, see pending.free),
+// else at once. What of it does not fit a full subscriber is then queued,
+// and a new run's events may reach that subscriber first.
+func (rs *runState) publishTerminal(b *events.Broadcaster, ev events.TelemetryEvent) {
+	if d := rs.dq.Load(); d != nil && d.queueIfBusy(func() pending {
+		return pending{b: b, evs: []events.TelemetryEvent{ev}, free: true}
+	}) {
+		return
+	}
+	rs.release(true)
+	if bl := trySend(b, ev); bl != nil {
+		rs.enqueue(pending{backlog: bl})
+	}
+}
+
 // queueIfBusy queues mk() if the delivery goroutine runs.
 func (d *delivery) queueIfBusy(mk func() pending) bool {
 	d.mu.Lock()
@@ -275,6 +297,9 @@ func (rs *runState) deliverQueued(d *delivery) {
 		d.queue[0] = pending{}
 		d.queue = d.queue[1:]
 		d.mu.Unlock()
+		if p.free {
+			rs.release(true)
+		}
 		switch {
 		case rs.dead():
 		case p.backlog != nil:
@@ -283,17 +308,6 @@ func (rs *runState) deliverQueued(d *delivery) {
 			sendBatch(p.b, p.evs)
 		}
 	}
-}
-
-// deliveriesQueued reports whether the delivery goroutine is running.
-func (rs *runState) deliveriesQueued() bool {
-	d := rs.dq.Load()
-	if d == nil {
-		return false
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.busy
 }
 
 // waitDelivered waits until the run's queued deliveries, if any, have been
@@ -473,21 +487,22 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 	if rs == nil || e == nil {
 		return
 	}
-	if e.kind == C.DEVRIG_EVENT_STOPPED || e.kind == C.DEVRIG_EVENT_FAILED {
+	terminal := e.kind == C.DEVRIG_EVENT_STOPPED || e.kind == C.DEVRIG_EVENT_FAILED
+	if terminal {
 		// Deferred first, so it runs last: after the Send and after a
 		// panic was recovered.
 		defer rs.ending()
 		// libdevrig sets the outcome before the terminal event: record it
 		// before the event is published, so that a subscriber who sees
-		// "stopped" or "failed" finds Outcome() up to date, and let the
-		// Supervisor run again, so that it can Start at once. Unless the
-		// run's deliveries are queued (a full subscriber): the event then
-		// waits behind them, and a new run must not overtake it, so finish
-		// frees the Supervisor once the queue is delivered.
-		rs.release(!rs.deliveriesQueued())
+		// "stopped" or "failed" finds Outcome() up to date. The Supervisor
+		// is freed for a new Start when the event is sent (publishTerminal).
+		rs.release(false)
 	}
 	defer rs.recoverInto()
 	if rs.dead() || rs.evts == nil {
+		if terminal {
+			rs.release(true)
+		}
 		return
 	}
 	status, ok := statuses[uint32(e.kind)]
@@ -513,5 +528,9 @@ func goDevrigEvent(h C.uintptr_t, e *C.devrig_event) {
 		ev = hooked
 	}
 	// Never waits: queued behind the run's pending deliveries, if any.
+	if terminal {
+		rs.publishTerminal(rs.evts, ev)
+		return
+	}
 	rs.publishOne(rs.evts, ev)
 }

@@ -601,3 +601,44 @@ func TestPanicInStartLeavesTheSupervisorFree(t *testing.T) {
 		t.Fatalf("Run after the panic: %v", err)
 	}
 }
+
+// The same when the subscriber is slow, so that the run's lines and its
+// "stopped" are queued: the Supervisor is freed just before "stopped" is
+// handed over, not later.
+func TestStartAgainAtTheTerminalEventOfASlowSubscriber(t *testing.T) {
+	bc := events.NewBroadcaster()
+	ch := bc.Subscribe(0)
+	s := New("slowsub", "seq 1 300", "", nil, fastPolicy(RestartNever), bc, bc, "")
+	first, err := s.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case e := <-ch:
+			if e.Status != "stopped" {
+				time.Sleep(time.Millisecond) // slow: the run's deliveries queue up
+				continue
+			}
+			second, err := s.Start(context.Background())
+			if err != nil {
+				t.Fatalf("Start right after \"stopped\": %v", err)
+			}
+			go func() {
+				for range ch {
+				}
+			}()
+			if err := first.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if err := second.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			bc.Close()
+			return
+		case <-deadline:
+			t.Fatal("no terminal event")
+		}
+	}
+}
