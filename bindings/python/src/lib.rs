@@ -6,18 +6,20 @@
 //! here so that building a `LogLine` never calls into Python code).
 //!
 //! Threads: callbacks run on the core's library threads. They attach to the
-//! interpreter with `Python::try_attach` (so interpreter shutdown never
-//! crashes), once per batch of lines. An exception raised by a callback is
-//! stored, the service is cancelled, and the exception is raised again on
-//! the caller's thread by `run()` / `wait()` / `close()`. Those few threads
-//! serve every supervisor of the process: the binding's own code never
-//! waits on them (the ``queue_logs=True`` queue holds the run's logs when
-//! full, see `LogQueue`). The binding adds one thread of its own, started
-//! at the first stop of a ``queue_logs=True`` supervisor (`watchdog`).
+//! interpreter with `Python::try_attach`, once per batch of lines, through
+//! the exit gate (`attach_library`: none may be inside Python when the
+//! interpreter finalizes, which would abort the process). An exception
+//! raised by a callback is stored, the service is cancelled, and the
+//! exception is raised again on the caller's thread by `run()` / `wait()` /
+//! `close()`. Those few threads serve every supervisor of the process: the
+//! binding's own code never waits on them (the ``queue_logs=True`` queue
+//! holds the run's logs when full, see `LogQueue`). The binding adds one
+//! thread of its own, started at the first stop of a ``queue_logs=True``
+//! supervisor (`watchdog`).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -62,6 +64,76 @@ thread_local! {
 
 fn mark_library_thread() {
     LIBRARY_THREAD.with(|f| f.set(true));
+}
+
+// ------------------------------------------------------------- exit gate
+//
+// Before Python 3.14, a thread that holds a Python thread state when
+// `Py_FinalizeEx` starts is ended with `pthread_exit()` the next time it
+// wants the GIL (CPython's `take_gil`, as for daemon threads). On a library
+// thread that is inside a callback, that forced unwind has to cross the
+// core's Rust frames: it does not get through (glibc's `__pthread_unwind`
+// calls abort(): SIGABRT, no message), and would be undefined behaviour if
+// it did.
+// `Python::try_attach` cannot prevent it: the thread attached before
+// finalization started. So library threads enter Python only through
+// `attach_library`, and the gate is closed by an atexit handler (which
+// runs before finalization starts): from then on no library thread enters,
+// and the handler waits for those inside to leave.
+
+/// No library thread may enter Python any more.
+static EXIT_GATE_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Library threads between `attach_library`'s check and their return.
+static LIBRARY_THREADS_INSIDE: AtomicUsize = AtomicUsize::new(0);
+/// How long the atexit handler waits for callbacks still running (they
+/// must not block; one that does only delays the exit this long).
+const EXIT_GATE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// `Python::try_attach` for the core's library threads, unless the exit
+/// gate is closed. None: the interpreter is exiting.
+fn attach_library<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    struct Inside;
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            // Saturating: a fork() from a callback resets the count in the
+            // child while this thread is inside.
+            let _ = LIBRARY_THREADS_INSIDE
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+    }
+    // Counted before the check (SeqCst on both sides): either the closer
+    // sees this thread inside, or this thread sees the gate closed.
+    LIBRARY_THREADS_INSIDE.fetch_add(1, Ordering::SeqCst);
+    let _inside = Inside;
+    if exit_gate_closed() {
+        return None;
+    }
+    Python::try_attach(f)
+}
+
+fn exit_gate_closed() -> bool {
+    EXIT_GATE_CLOSED.load(Ordering::SeqCst)
+}
+
+/// Registered with `atexit` by the package (run after `_stop_all`): closes
+/// the exit gate, then waits (without the GIL) for the library threads
+/// inside Python to leave, so that none holds a thread state when the
+/// interpreter finalizes.
+#[pyfunction]
+fn _close_exit_gate(py: Python<'_>) {
+    EXIT_GATE_CLOSED.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = Instant::now() + EXIT_GATE_PATIENCE;
+        while LIBRARY_THREADS_INSIDE.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// In a child made by fork() only the forking thread exists: nobody else
+/// is inside.
+extern "C" fn exit_gate_after_fork_child() {
+    LIBRARY_THREADS_INSIDE.store(0, Ordering::SeqCst);
 }
 
 /// True inside a callback (on a library thread), where blocking on a run
@@ -1606,8 +1678,8 @@ impl Shared {
         if waiters.is_empty() {
             return;
         }
-        // None: the interpreter is finalizing; nobody is left to tell.
-        let _ = Python::try_attach(|py| {
+        // None: the interpreter is exiting; nobody is left to tell.
+        let _ = attach_library(|py| {
             for w in waiters {
                 if let Err(e) = w.bind(py).call0() {
                     e.write_unraisable(py, Some(w.bind(py)));
@@ -1627,6 +1699,9 @@ impl Shared {
                 cb.call1((LogBatch { data },))?;
             } else {
                 for i in 0..data.lines.len() {
+                    if exit_gate_closed() {
+                        break; // the atexit handler waits for us
+                    }
                     cb.call1((data.line(py, i)?,))?;
                 }
             }
@@ -1925,8 +2000,8 @@ impl Supervisor {
             let sh = shared.clone();
             core.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
                 mark_library_thread();
-                // None: the interpreter is finalizing; drop the lines.
-                let _ = Python::try_attach(|py| sh.deliver_lines(py, lines));
+                // None: the interpreter is exiting; drop the lines.
+                let _ = attach_library(|py| sh.deliver_lines(py, lines));
             })))
             .map_err(to_py)?;
         }
@@ -1947,7 +2022,7 @@ impl Supervisor {
                 sh.stopping();
             }
             if has_log || has_event {
-                let _ = Python::try_attach(|py| sh.deliver_event(py, ev));
+                let _ = attach_library(|py| sh.deliver_event(py, ev));
             }
             if ev.kind.is_terminal() {
                 if let Some(q) = &sh.queue {
@@ -2375,5 +2450,11 @@ fn _devrig(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_pid_file, m)?)?;
     m.add_function(wrap_pyfunction!(remove_pid_file, m)?)?;
     m.add_function(wrap_pyfunction!(reap_orphans, m)?)?;
+    m.add_function(wrap_pyfunction!(_close_exit_gate, m)?)?;
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| unsafe {
+        // SAFETY: the handler only stores to an atomic.
+        libc::pthread_atfork(None, None, Some(exit_gate_after_fork_child));
+    });
     Ok(())
 }

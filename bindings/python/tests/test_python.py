@@ -458,6 +458,57 @@ def test_interpreter_finalizing_while_library_threads_deliver_lines():
         assert "Fatal" not in err and "panicked" not in err
 
 
+def test_exit_waits_for_callbacks_still_running():
+    # A callback that is inside Python (here: asleep, without the GIL) when
+    # the interpreter finalizes is ended by pthread_exit when it wants the
+    # GIL back (CPython < 3.14), which aborts the process: the atexit gate
+    # lets no callback start and waits for those running. Made certain by
+    # an object whose destruction, during finalization, outlasts the sleep.
+    child = python_child("""
+        import devrig, time
+        class SlowFinalization:
+            def __init__(self):
+                self.sleep = time.sleep
+            def __del__(self):
+                self.sleep(0.3)
+        slow = SlowFinalization()
+        # Not a function of this module: its globals (holding slow) must
+        # not be kept alive by the supervisor.
+        cb = {"time": time, "n": [0]}
+        exec("def on_log(line):\\n    n[0] += 1\\n    time.sleep(0.05)\\n", cb)
+        sup = devrig.Supervisor("slow", "while :; do echo x; done", on_log=cb["on_log"])
+        devrig._live.discard(sup)
+        sup.start()
+        while cb["n"][0] < 3:
+            time.sleep(0.001)
+        print("bye", flush=True)
+    """)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert "bye" in out
+
+
+def test_exit_does_not_wait_long_for_a_blocked_callback():
+    child = python_child("""
+        import devrig, threading, time
+        started = threading.Event()
+        def on_log(line):
+            started.set()
+            threading.Event().wait()  # never returns
+        sup = devrig.Supervisor("stuck", "while :; do echo x; sleep 0.1; done",
+                                on_log=on_log)
+        devrig._live.discard(sup)
+        sup.start()
+        started.wait()
+        print("bye", flush=True)
+    """)
+    t0 = time.monotonic()
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert "bye" in out
+    assert time.monotonic() - t0 < 10
+
+
 # ----------------------------------------------------- garbage collection
 
 def test_reference_cycle_through_a_callback_is_collected():

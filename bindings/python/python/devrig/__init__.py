@@ -199,6 +199,13 @@ def pid_file_path(state_dir: _PathArg) -> Any:
     return pathlib.Path(p)
 
 
+# Registered first, so run last (atexit is LIFO): after _stop_all, before
+# the interpreter finalizes, no library thread may be left inside a
+# callback (CPython < 3.14 would end it with pthread_exit, which aborts
+# the process).
+atexit.register(_devrig._close_exit_gate)
+
+
 @atexit.register
 def _stop_all() -> None:
     # A library must not leave children behind when its host exits.
