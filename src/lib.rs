@@ -26,7 +26,7 @@ pub use error::{Error, Result};
 pub use events::{Event, EventKind, Level, LogLine, Outcome, OutcomeKind, Stream};
 pub use policy::{RestartMode, RestartPolicy};
 pub use process::{kill_tree, proc_start_time_ms, same_process};
-pub use runtime::{worker_threads, WORKER_THREADS};
+pub use runtime::{block_async_signals, worker_threads, WORKER_THREADS};
 pub use state::{pid_file_path, reap_orphans, remove_pid_file, write_pid_file};
 pub use supervisor::{Config, EventHandler, LineHandler, LogGate, LogHandler, Supervisor};
 

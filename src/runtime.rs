@@ -237,7 +237,10 @@ thread_local! {
     static LIBRARY_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn block_async_signals() {
+/// Blocks, on the calling thread, every signal but the synchronous faults,
+/// as libdevrig's own threads do: so that a thread a binding adds (the
+/// Python binding's stop watchdog) takes none of the host's signals.
+pub fn block_async_signals() {
     // SAFETY: sigset manipulation on a local set, then pthread_sigmask on
     // the calling (library) thread only.
     unsafe {

@@ -641,16 +641,11 @@ fn held_and_released_logs_lose_nothing_and_keep_their_order() {
     );
 }
 
-#[test]
-fn a_child_that_exits_while_held_has_every_line_before_its_exited() {
+/// Starts `s` with a log handler that records the lines in `items` and
+/// holds the logs at the line "first"; returns the pid that wrote it, once
+/// it has.
+fn start_held_at_first(s: &Supervisor, items: &Items) -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
-    use EventKind::*;
-    // 5000 lines fit in the pipe: the child writes them all and exits
-    // while the first line's hold lasts.
-    let (s, items) = held_sup(
-        "held-exit",
-        "echo first; sleep 0.1; seq 1 5000; printf tail; exit 3",
-    );
     let gate = s.log_gate();
     let pid = Arc::new(AtomicU32::new(0));
     let (p, i2) = (pid.clone(), items.clone());
@@ -669,7 +664,19 @@ fn a_child_that_exits_while_held_has_every_line_before_its_exited() {
     wait_until(Duration::from_secs(10), "first line", || {
         pid.load(Ordering::SeqCst) != 0
     });
-    let pid = pid.load(Ordering::SeqCst);
+    pid.load(Ordering::SeqCst)
+}
+
+#[test]
+fn a_child_that_exits_while_held_has_every_line_before_its_exited() {
+    use EventKind::*;
+    // 5000 lines fit in the pipe: the child writes them all and exits
+    // while the first line's hold lasts.
+    let (s, items) = held_sup(
+        "held-exit",
+        "echo first; sleep 0.1; seq 1 5000; printf tail; exit 3",
+    );
+    let pid = start_held_at_first(&s, &items);
     wait_until(Duration::from_secs(10), "the child's exit", || !alive(pid));
     // Exited, but its lines are in the pipe: no EXITED until the release.
     std::thread::sleep(Duration::from_millis(200));
@@ -834,7 +841,6 @@ fn a_supervisor_dropped_or_freed_while_held_still_ends_its_run() {
 
 #[test]
 fn a_hold_longer_than_the_drain_time_loses_no_line_of_a_pipe_kept_open() {
-    use std::sync::atomic::{AtomicU32, Ordering};
     use EventKind::*;
     // The main process exits while held; a leftover keeps the pipes open,
     // so they never reach EOF. The hold lasts longer than both drain
@@ -843,25 +849,7 @@ fn a_hold_longer_than_the_drain_time_loses_no_line_of_a_pipe_kept_open() {
         "held-drain",
         "echo first; sleep 0.1; seq 1 3000; sleep 30 & exit 0",
     );
-    let gate = s.log_gate();
-    let pid = Arc::new(AtomicU32::new(0));
-    let (p, i2) = (pid.clone(), items.clone());
-    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
-        for l in lines {
-            let text = String::from_utf8_lossy(l.text()).into_owned();
-            if text == "first" {
-                p.store(l.pid, Ordering::SeqCst);
-                gate.hold().unwrap();
-            }
-            i2.lock().unwrap().push(Item::Line(text));
-        }
-    })))
-    .unwrap();
-    s.start().unwrap();
-    wait_until(Duration::from_secs(10), "first line", || {
-        pid.load(Ordering::SeqCst) != 0
-    });
-    let pid = pid.load(Ordering::SeqCst);
+    let pid = start_held_at_first(&s, &items);
     wait_until(Duration::from_secs(10), "the main process's exit", || {
         !alive(pid)
     });

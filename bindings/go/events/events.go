@@ -309,14 +309,7 @@ func (b *Broadcaster) deliver(s *subscriber, evs []TelemetryEvent, timeout time.
 		}
 	}()
 	for i := range evs {
-		select {
-		case s.ch <- evs[i]:
-			s.stalled = false
-			continue
-		default:
-		}
-		if timeout <= 0 || s.stalled {
-			b.dropped.Add(1)
+		if b.offer(s, evs[i], timeout) {
 			continue
 		}
 		if t == nil {
@@ -387,19 +380,28 @@ func (b *Broadcaster) tryDeliver(s *subscriber, evs []TelemetryEvent, timeout ti
 		return len(evs)
 	}
 	for i := range evs {
-		select {
-		case s.ch <- evs[i]:
-			s.stalled = false
-			continue
-		default:
+		if !b.offer(s, evs[i], timeout) {
+			return i
 		}
-		if timeout <= 0 || s.stalled {
-			b.dropped.Add(1)
-			continue
-		}
-		return i
 	}
 	return len(evs)
+}
+
+// offer puts ev into s's buffer if there is room, or drops it (counted)
+// for a stalled subscriber or with timeout <= 0; false when neither, that
+// is when ev needs a wait for room. s.mu is held.
+func (b *Broadcaster) offer(s *subscriber, ev TelemetryEvent, timeout time.Duration) bool {
+	select {
+	case s.ch <- ev:
+		s.stalled = false
+		return true
+	default:
+	}
+	if timeout <= 0 || s.stalled {
+		b.dropped.Add(1)
+		return true
+	}
+	return false
 }
 
 // lockUnlessWaiting takes s.mu, or gives up (false) when its holder is

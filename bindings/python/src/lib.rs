@@ -1485,7 +1485,8 @@ mod watchdog {
         std::thread::Builder::new()
             .name("devrig-py-stop".into())
             .spawn(move || {
-                block_async_signals();
+                // As the core's threads: signals go to the host's threads.
+                devrig::block_async_signals();
                 w2.run()
             })
             .ok()?;
@@ -1553,28 +1554,6 @@ mod watchdog {
                     }
                 }
             }
-        }
-    }
-
-    /// As the core's threads: signals go to the host's threads.
-    fn block_async_signals() {
-        // SAFETY: sigset manipulation on a local set, then pthread_sigmask
-        // on the calling (new) thread only.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut set);
-            // Synchronous faults must stay deliverable.
-            for sig in [
-                libc::SIGSEGV,
-                libc::SIGBUS,
-                libc::SIGFPE,
-                libc::SIGILL,
-                libc::SIGTRAP,
-                libc::SIGSYS,
-            ] {
-                libc::sigdelset(&mut set, sig);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         }
     }
 }
