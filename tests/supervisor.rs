@@ -641,23 +641,23 @@ fn held_and_released_logs_lose_nothing_and_keep_their_order() {
     );
 }
 
-/// Starts `s` with a log handler that records the lines in `items` and
+/// Starts `s` with a line handler that records the lines in `items` and
 /// holds the logs at the line "first"; returns the pid that wrote it, once
-/// it has.
+/// it has. A line handler, because a batch handler's hold takes effect
+/// after its batch: a slow reader can get "first" and what follows it in
+/// one read, whatever the child sleeps between them.
 fn start_held_at_first(s: &Supervisor, items: &Items) -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     let gate = s.log_gate();
     let pid = Arc::new(AtomicU32::new(0));
     let (p, i2) = (pid.clone(), items.clone());
-    s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
-        for l in lines {
-            let text = String::from_utf8_lossy(l.text()).into_owned();
-            if text == "first" {
-                p.store(l.pid, Ordering::SeqCst);
-                gate.hold().unwrap();
-            }
-            i2.lock().unwrap().push(Item::Line(text));
+    s.on_log_lines(Some(Box::new(move |l: &devrig::LogLine<'_>| {
+        let text = String::from_utf8_lossy(l.text()).into_owned();
+        if text == "first" {
+            p.store(l.pid, Ordering::SeqCst);
+            gate.hold().unwrap();
         }
+        i2.lock().unwrap().push(Item::Line(text));
     })))
     .unwrap();
     s.start().unwrap();
