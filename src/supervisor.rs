@@ -329,30 +329,39 @@ impl Inner {
         }
         // One task per run, which also publishes the outcome: a panic inside
         // the driver (a bug, or a callback's panic payload that panics when
-        // dropped) ends the run instead of leaving its waiters blocked.
+        // dropped) ends the run, with its terminal event, instead of leaving
+        // its waiters blocked.
         rt.rt.spawn(async move {
+            let mut run = run;
             let ended = {
-                let mut run = std::pin::pin!(run.run());
+                let mut driving = std::pin::pin!(run.run());
                 std::future::poll_fn(|cx| {
-                    match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+                    match catch_unwind(AssertUnwindSafe(|| driving.as_mut().poll(cx))) {
                         Ok(std::task::Poll::Ready(done)) => std::task::Poll::Ready(Ok(done)),
                         Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
                         Err(payload) => std::task::Poll::Ready(Err(payload)),
                     }
                 })
                 .await
-                // The run is dropped here, before its waiters are released:
-                // after a panic that kills the child (ChildIo's Drop).
+                // The driver's future is dropped here, and with it the
+                // current child's pipes and pidfd: after a panic, ChildIo's
+                // Drop kills the child before FAILED is emitted below.
             };
             let (result, outcome) = ended.unwrap_or_else(|payload| {
                 let msg = format!("run ended by a panic: {}", panic_text(payload));
-                let outcome = Outcome {
-                    kind: OutcomeKind::Failed,
-                    message: msg.clone(),
-                    ..Outcome::default()
-                };
+                let outcome = catch_unwind(AssertUnwindSafe(|| run.end_after_panic(msg.clone())))
+                    .unwrap_or_else(|again| {
+                        let _ = panic_text(again);
+                        Outcome {
+                            kind: OutcomeKind::Failed,
+                            message: msg.clone(),
+                            ..Outcome::default()
+                        }
+                    });
                 (Err(Error::Panic(msg)), outcome)
             });
+            // Its handlers go before the waiters are released.
+            drop(run);
             runtime::get().unregister(reg);
             // Set already by `Run::end`, unless the run panicked.
             let _ = inner.outcome.set(outcome);
@@ -800,6 +809,8 @@ struct Run {
     state_error_reported: bool,
     /// STOPPING was emitted for the current child.
     stopping_emitted: bool,
+    /// The terminal event has been emitted (or is being).
+    ended: bool,
     /// The first spawn, when `start` did it on the caller's thread.
     first_spawn: Option<Box<Spawned>>,
     /// Set while `start` spawns on the caller's thread: events are kept
@@ -841,7 +852,8 @@ struct ChildIo {
 
 impl Drop for ChildIo {
     /// Only reached with `reaped` false when the driver unwinds from a
-    /// panic: do not leave the child running and unreaped.
+    /// panic: leave nothing behind, as a stop would, only faster (SIGKILL
+    /// at once) and blocking (this is a bug's path, not a hot one).
     fn drop(&mut self) {
         if self.reaped {
             return;
@@ -855,6 +867,15 @@ impl Drop for ChildIo {
         };
         // SAFETY: one valid pollfd. SIGKILL is not ignorable: short wait.
         unsafe { libc::poll(&mut p, 1, 5000) };
+        // Before the reap: the unreaped main process keeps its pid, and so
+        // its group's id, from being reused while the group is searched.
+        let mut left = process::find_leftovers(self.pid, self.tag.as_bytes(), Some(&mut self.mark));
+        left.retain(|t| t.pid != self.pid);
+        if !left.is_empty() {
+            let mut watch = process::Watch::new(&left, Vec::new());
+            watch.signal_all(libc::SIGKILL);
+            watch.wait_blocking(Instant::now() + Duration::from_secs(2));
+        }
         let _ = process::reap(self.pidfd.get_ref(), self.pid);
     }
 }
@@ -952,6 +973,7 @@ impl Run {
             callback_panic: None,
             state_error_reported: false,
             stopping_emitted: false,
+            ended: false,
             first_spawn: None,
             held_events: None,
         }
@@ -1048,7 +1070,7 @@ impl Run {
     }
 
     /// Boxed: an `async fn` keeps its by-value arguments twice in its state.
-    async fn run(mut self: Box<Self>) -> (Result<()>, Outcome) {
+    async fn run(&mut self) -> (Result<()>, Outcome) {
         let mut first = true;
         let mut last_spawn_error: Option<String>;
         loop {
@@ -1267,8 +1289,29 @@ impl Run {
         let _ = self.inner.outcome.set(outcome.clone());
         let mut ev = self.event(terminal);
         ev.message = message;
+        self.ended = true;
         self.emit(ev);
         outcome
+    }
+
+    /// Ends a run whose driver panicked (its child is gone with the
+    /// driver's future): FAILED, unless the panic came after the terminal
+    /// event was emitted, so that every run ends with exactly one.
+    fn end_after_panic(&mut self, message: String) -> Outcome {
+        if self.ended {
+            return self
+                .inner
+                .outcome
+                .get()
+                .cloned()
+                .unwrap_or_else(|| self.outcome(OutcomeKind::Failed, message));
+        }
+        self.held_events = None;
+        if let Some(r) = self.record() {
+            r.pid = 0;
+        }
+        self.write_state(Phase::Failed);
+        self.end(EventKind::Failed, OutcomeKind::Failed, message)
     }
 
     /// Watches one child from spawn to reaped, leaving nothing behind.

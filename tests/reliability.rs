@@ -1008,7 +1008,9 @@ fn state_dir_read_only_supervision_goes_on_with_a_warning() {
 // A panic inside the run task itself (not inside a callback, where it is
 // caught): here a log callback panics with a payload whose Drop panics in
 // turn, after the callback's catch_unwind. The run must still end: wait
-// returns, the outcome says why, and the child is stopped.
+// returns, the outcome says why, the child is stopped, and the run's last
+// event is FAILED, emitted once and after the child is gone (bindings
+// learn of the end of a run from its terminal event).
 
 struct Bomb;
 impl Drop for Bomb {
@@ -1029,13 +1031,30 @@ fn panic_inside_the_run_task_ends_the_run_and_stops_the_child() {
         std::panic::panic_any(Bomb)
     })))
     .unwrap();
+    // (kind, message, were the service's processes gone at that event)
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (ev, m) = (events.clone(), mark.clone());
+    s.on_event(Some(Box::new(move |e: &Event| {
+        let gone = marked_alive(&m).is_empty();
+        ev.lock().unwrap().push((e.kind, e.message.clone(), gone));
+    })))
+    .unwrap();
     s.start().unwrap();
     let r = s.wait(Some(Duration::from_secs(10)));
     assert!(matches!(r, Err(Error::Panic(_))), "{r:?}");
     let o = s.outcome();
     assert_eq!(o.kind, OutcomeKind::Failed);
     assert!(o.message.contains("panic"), "{}", o.message);
-    wait_until("child stopped", Duration::from_secs(5), || {
-        marked_alive(&mark).is_empty()
-    });
+    assert!(marked_alive(&mark).is_empty());
+    let events = events.lock().unwrap().clone();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.0).collect();
+    // RUNNING may come or not, depending on when the panic strikes.
+    let running = kinds.len() == 3 && kinds[1] == EventKind::Running;
+    assert!(kinds.len() == 2 || running, "{events:?}");
+    assert_eq!(kinds[0], EventKind::Started, "{events:?}");
+    let (last, message, gone) = events.last().unwrap();
+    assert_eq!(*last, EventKind::Failed, "{events:?}");
+    assert_eq!(message, &o.message);
+    assert!(message.contains("payload dropped"), "{message}");
+    assert!(gone, "FAILED came before the child was stopped");
 }

@@ -131,9 +131,10 @@ func (g *stopGroup) fire() {
 	C.free(unsafe.Pointer(&sups[0]))
 }
 
-// The safety net: should a run end without a terminal event (only a panic
-// inside libdevrig's run driver does), a rare poll of devrig_wait still
-// notices. One timer polls every live run, rarely: the polls of hundreds of
+// The safety net: should a run end without a terminal event (libdevrig
+// emits FAILED even when its run driver panics; only a second panic while
+// it does so would leave a run without one), a rare poll of devrig_wait
+// still notices. One timer polls every live run, rarely: the polls of hundreds of
 // idle services are the only CPU they cost. The interval doubles from
 // netFirst up to netMax while runs are live.
 const (
