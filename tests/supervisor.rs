@@ -363,34 +363,53 @@ fn a_partial_line_is_flushed_on_time_while_the_other_stream_floods() {
 
 #[test]
 fn a_reader_held_up_past_the_idle_flush_does_not_cut_a_line_whose_rest_is_waiting() {
-    // "hel" is read and held as a partial line; the stderr line's handler
-    // then holds the reader for 600 ms, longer than the 250 ms idle flush,
-    // while "lo" arrives. The held part must be joined with it, not cut.
-    let mut cfg = Config::new(
-        "held",
-        "printf hel; sleep 0.1; echo block >&2; sleep 0.1; echo lo",
-    )
-    .unwrap();
+    // One write, so one read: the line "block" and the partial line "hel",
+    // held. The line's handler holds the reader up: it lets the child write
+    // "lo", waits until it has, then stays 300 ms more, so that the held
+    // part's 250 ms idle flush is due when the reader comes back with "lo"
+    // waiting in the pipe. The held part must be joined with it, not cut.
+    // No sleep in the child orders anything, and no grouping keeps "block"
+    // back until the idle flush (multiline is off).
+    let dir = std::env::temp_dir().join(format!("devrig-held-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (go, wrote) = (dir.join("go"), dir.join("wrote"));
+    let cmd = format!(
+        "printf 'block\\nhel'; while [ ! -e {} ]; do sleep 0.01; done; echo lo; : > {}",
+        go.display(),
+        wrote.display()
+    );
+    let mut cfg = Config::new("held", &cmd).unwrap();
     cfg.policy = fast(RestartMode::Never);
+    cfg.multiline = false;
     let s = Supervisor::new(cfg).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
+    let rest_written = Arc::new(Mutex::new(None));
+    let (s2, r2) = (seen.clone(), rest_written.clone());
     s.on_log(Some(Box::new(move |lines: &[devrig::LogLine<'_>]| {
         for l in lines {
             let text = String::from_utf8_lossy(l.text()).into_owned();
             let block = text == "block";
             s2.lock().unwrap().push(text);
             if block {
-                std::thread::sleep(Duration::from_millis(600));
+                std::fs::write(&go, b"").unwrap();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !wrote.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                *r2.lock().unwrap() = Some(wrote.exists());
+                std::thread::sleep(Duration::from_millis(300));
             }
         }
     })))
     .unwrap();
     s.run().unwrap();
-    // The two streams are not ordered against each other.
-    let mut seen = seen.lock().unwrap().clone();
-    seen.sort();
-    assert_eq!(seen, ["block", "hello"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        *rest_written.lock().unwrap(),
+        Some(true),
+        "the child did not write the rest while the reader was held up"
+    );
+    assert_eq!(*seen.lock().unwrap(), ["block", "hello"]);
 }
 
 #[test]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -36,7 +37,11 @@ func stopGroupCount() int {
 func TestStartWaitCompleted(t *testing.T) {
 	evts := events.NewBroadcaster()
 	ch := evts.Subscribe(64)
-	s := New("start-done", "sleep 0.2; exit 3", "", nil, fastPolicy(RestartNever), nil, evts, "")
+	// The child runs until the test lets it end (not for a time: a test
+	// goroutine held up longer than that found Done closed already).
+	gate := filepath.Join(t.TempDir(), "end")
+	s := New("start-done", fmt.Sprintf("while [ ! -e %s ]; do sleep 0.01; done; exit 3", gate),
+		"", nil, fastPolicy(RestartNever), nil, evts, "")
 	r, err := s.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +54,9 @@ func TestStartWaitCompleted(t *testing.T) {
 	case <-r.Done():
 		t.Fatal("Done closed while the child still runs")
 	default:
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	waitDone(t, r, 20*time.Second)
 	if err := r.Wait(); err != nil {
