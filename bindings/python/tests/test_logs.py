@@ -199,7 +199,7 @@ def test_queue_logs_backpressure_and_cancel_without_consumer():
     sup = devrig.Supervisor("q2", "while :; do echo spam; done", policy=NEVER,
                             queue_logs=True, stop_grace=1.0)
     sup.start()
-    time.sleep(0.3)  # let the queue fill up
+    wait_held(sup)  # the queue is full: the reader holds the run's logs
     t0 = time.monotonic()
     sup.close()
     assert time.monotonic() - t0 < 5
