@@ -869,12 +869,20 @@ impl Drop for ChildIo {
         unsafe { libc::poll(&mut p, 1, 5000) };
         // Before the reap: the unreaped main process keeps its pid, and so
         // its group's id, from being reused while the group is searched.
-        let mut left = process::find_leftovers(self.pid, self.tag.as_bytes(), Some(&mut self.mark));
-        left.retain(|t| t.pid != self.pid);
-        if !left.is_empty() {
-            let mut watch = process::Watch::new(&left, Vec::new());
-            watch.signal_all(libc::SIGKILL);
-            watch.wait_blocking(Instant::now() + Duration::from_secs(2));
+        // Not while unwinding (a panic in the sweep may be what unwinds),
+        // and a panic of the sweep must not escape this Drop: the group was
+        // SIGKILLed above, so little is lost without it.
+        if !std::thread::panicking() {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                let (pid, tag) = (self.pid, self.tag.as_bytes());
+                let mut left = process::find_leftovers(pid, tag, Some(&mut self.mark));
+                left.retain(|t| t.pid != pid);
+                if !left.is_empty() {
+                    let mut watch = process::Watch::new(&left, Vec::new());
+                    watch.signal_all(libc::SIGKILL);
+                    watch.wait_blocking(Instant::now() + Duration::from_secs(2));
+                }
+            }));
         }
         let _ = process::reap(self.pidfd.get_ref(), self.pid);
     }
