@@ -367,10 +367,23 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Child> {
     let seq_after = SPAWN_SEQ.fetch_add(1, Ordering::SeqCst);
     drop((out_w, err_w));
     children().live.insert(pid, seq_before);
-    // The child is ours and unreaped, so its pid cannot be reused before
-    // the pidfd is opened.
+    // The child is ours and, unless a host reaps behind our back,
+    // unreaped, so its pid cannot be reused before the pidfd is opened.
     let pidfd = match pidfd_open(pid) {
         Ok(fd) => fd,
+        // Spawned, ended and reaped already: a host that ignores SIGCHLD
+        // has the kernel reap at once, and a host's waitpid(-1) may be
+        // quicker than us. That is a run whose exit status was taken, not
+        // a failed spawn: a descriptor that is always readable stands in
+        // for the pidfd, so the exit is noticed at once (and its status
+        // reported unknown, as when the child is reaped later).
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => match always_readable() {
+            Ok(fd) => fd,
+            Err(e) => {
+                abandon_spawn(pid);
+                return Err(e);
+            }
+        },
         Err(e) => {
             abandon_spawn(pid);
             return Err(e);
@@ -428,6 +441,18 @@ fn abandon_spawn(pid: i32) {
             && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
         {}
     }
+}
+
+/// An eventfd whose counter is 1: readable until closed. pidfd calls on it
+/// fail with EBADF, which the driver takes as "reaped by someone else".
+fn always_readable() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags, returns a new fd.
+    let fd = unsafe { libc::eventfd(1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
