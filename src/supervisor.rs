@@ -318,7 +318,9 @@ impl Inner {
                 // from this worker, would sit in its LIFO slot (not
                 // stealable) until the callback returned. The run's events
                 // are delivered on this thread, which is a library thread.
-                let (result, outcome) = run.end_with_first_spawn_error(*first);
+                let (result, outcome) =
+                    catch_unwind(AssertUnwindSafe(|| run.end_with_first_spawn_error(*first)))
+                        .unwrap_or_else(|payload| run.ended_by_panic(payload));
                 drop(run);
                 rt.unregister(reg);
                 let _ = inner.outcome.set(outcome);
@@ -332,7 +334,6 @@ impl Inner {
         // dropped) ends the run, with its terminal event, instead of leaving
         // its waiters blocked.
         rt.rt.spawn(async move {
-            let mut run = run;
             let ended = {
                 let mut driving = std::pin::pin!(run.run());
                 std::future::poll_fn(|cx| {
@@ -347,19 +348,7 @@ impl Inner {
                 // current child's pipes and pidfd: after a panic, ChildIo's
                 // Drop kills the child before FAILED is emitted below.
             };
-            let (result, outcome) = ended.unwrap_or_else(|payload| {
-                let msg = format!("run ended by a panic: {}", panic_text(payload));
-                let outcome = catch_unwind(AssertUnwindSafe(|| run.end_after_panic(msg.clone())))
-                    .unwrap_or_else(|again| {
-                        let _ = panic_text(again);
-                        Outcome {
-                            kind: OutcomeKind::Failed,
-                            message: msg.clone(),
-                            ..Outcome::default()
-                        }
-                    });
-                (Err(Error::Panic(msg)), outcome)
-            });
+            let (result, outcome) = ended.unwrap_or_else(|payload| run.ended_by_panic(payload));
             // Its handlers go before the waiters are released.
             drop(run);
             runtime::get().unregister(reg);
@@ -869,20 +858,22 @@ impl Drop for ChildIo {
         unsafe { libc::poll(&mut p, 1, 5000) };
         // Before the reap: the unreaped main process keeps its pid, and so
         // its group's id, from being reused while the group is searched.
-        // Not while unwinding (a panic in the sweep may be what unwinds),
-        // and a panic of the sweep must not escape this Drop: the group was
-        // SIGKILLed above, so little is lost without it.
-        if !std::thread::panicking() {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                let (pid, tag) = (self.pid, self.tag.as_bytes());
-                let mut left = process::find_leftovers(pid, tag, Some(&mut self.mark));
-                left.retain(|t| t.pid != pid);
-                if !left.is_empty() {
-                    let mut watch = process::Watch::new(&left, Vec::new());
-                    watch.signal_all(libc::SIGKILL);
-                    watch.wait_blocking(Instant::now() + Duration::from_secs(2));
-                }
-            }));
+        // This runs while the driver's panic unwinds (the ChildIo is a
+        // local of `supervise`). A panic of the sweep itself is caught here
+        // (since Rust 1.71 a panic caught inside a Drop during unwinding
+        // does not abort): the group was SIGKILLed above, so little is lost
+        // without it.
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+            let (pid, tag) = (self.pid, self.tag.as_bytes());
+            let mut left = process::find_leftovers(pid, tag, Some(&mut self.mark));
+            left.retain(|t| t.pid != pid);
+            if !left.is_empty() {
+                let mut watch = process::Watch::new(&left, Vec::new());
+                watch.signal_all(libc::SIGKILL);
+                watch.wait_blocking(Instant::now() + Duration::from_secs(2));
+            }
+        })) {
+            let _ = panic_text(p);
         }
         let _ = process::reap(self.pidfd.get_ref(), self.pid);
     }
@@ -1077,7 +1068,8 @@ impl Run {
         }
     }
 
-    /// Boxed: an `async fn` keeps its by-value arguments twice in its state.
+    /// By reference: the task that drives it keeps the run, to end it after
+    /// a panic (and an `async fn` would keep a by-value Box twice).
     async fn run(&mut self) -> (Result<()>, Outcome) {
         let mut first = true;
         let mut last_spawn_error: Option<String>;
@@ -1302,6 +1294,22 @@ impl Run {
         outcome
     }
 
+    /// What a run whose driver panicked with `payload` returns, once it has
+    /// ended it (`end_after_panic`).
+    fn ended_by_panic(&mut self, payload: Box<dyn std::any::Any + Send>) -> (Result<()>, Outcome) {
+        let msg = format!("run ended by a panic: {}", panic_text(payload));
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.end_after_panic(msg.clone())))
+            .unwrap_or_else(|again| {
+                let _ = panic_text(again);
+                Outcome {
+                    kind: OutcomeKind::Failed,
+                    message: msg.clone(),
+                    ..Outcome::default()
+                }
+            });
+        (Err(Error::Panic(msg)), outcome)
+    }
+
     /// Ends a run whose driver panicked (its child is gone with the
     /// driver's future): FAILED, unless the panic came after the terminal
     /// event was emitted, so that every run ends with exactly one.
@@ -1315,10 +1323,16 @@ impl Run {
                 .unwrap_or_else(|| self.outcome(OutcomeKind::Failed, message));
         }
         self.held_events = None;
-        if let Some(r) = self.record() {
-            r.pid = 0;
+        // The panic may have come from the state record's writer: its
+        // failing again must not cost the run its terminal event.
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(r) = self.record() {
+                r.pid = 0;
+            }
+            self.write_state(Phase::Failed);
+        })) {
+            let _ = panic_text(p);
         }
-        self.write_state(Phase::Failed);
         self.end(EventKind::Failed, OutcomeKind::Failed, message)
     }
 

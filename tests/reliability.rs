@@ -1025,7 +1025,12 @@ impl Drop for Bomb {
 #[test]
 fn panic_inside_the_run_task_ends_the_run_and_stops_the_child() {
     let mark = unique("bomb");
-    let mut cfg = Config::new("bomb", "echo boom; sleep 1000").unwrap();
+    // The setsid'd sleep left the group: only the sweep finds it.
+    let mut cfg = Config::new(
+        "bomb",
+        "setsid sleep 1000 & sleep 0.2; echo boom; sleep 1000",
+    )
+    .unwrap();
     cfg.policy = never();
     cfg.stop_grace = Duration::from_millis(300);
     cfg.env.push(("RELI_MARK".into(), mark.clone().into()));
@@ -1060,4 +1065,46 @@ fn panic_inside_the_run_task_ends_the_run_and_stops_the_child() {
     assert_eq!(message, &o.message);
     assert!(message.contains("payload dropped"), "{message}");
     assert!(gone, "FAILED came before the child was stopped");
+}
+
+// The same, where the run ends at once on the calling thread: a service
+// started from another one's callback whose first spawn fails, with an
+// event handler that panics (with a Bomb) at SPAWN_FAILED. The run still
+// ends, with FAILED, and its waiters are released.
+#[test]
+fn panic_ending_a_first_spawn_failure_started_from_a_callback_still_ends_the_run() {
+    let mut cfg = Config::new("bomb-late", "exit 0").unwrap();
+    cfg.policy = never();
+    cfg.working_dir = Some("/nonexistent/dir".into());
+    let late = Arc::new(Supervisor::new(cfg).unwrap());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    late.on_event(Some(Box::new(move |e: &Event| {
+        ev.lock().unwrap().push(e.kind);
+        if e.kind == EventKind::SpawnFailed {
+            std::panic::panic_any(Bomb)
+        }
+    })))
+    .unwrap();
+    let mut cfg = Config::new("bomb-starter", "exit 0").unwrap();
+    cfg.policy = never();
+    let starter = Supervisor::new(cfg).unwrap();
+    let (l, started) = (late.clone(), Arc::new(Mutex::new(None)));
+    let st = started.clone();
+    starter
+        .on_event(Some(Box::new(move |e: &Event| {
+            if e.kind == EventKind::Started {
+                *st.lock().unwrap() = Some(l.start());
+            }
+        })))
+        .unwrap();
+    starter.run().unwrap();
+    assert!(started.lock().unwrap().is_some(), "start was not called");
+    let r = late.wait(Some(Duration::from_secs(10)));
+    assert!(matches!(r, Err(Error::Panic(_))), "{r:?}");
+    assert_eq!(
+        *events.lock().unwrap(),
+        [EventKind::SpawnFailed, EventKind::Failed]
+    );
+    assert_eq!(late.outcome().kind, OutcomeKind::Failed);
 }
