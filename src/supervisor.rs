@@ -374,7 +374,8 @@ impl Inner {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         match &*st {
-            Status::Done(Err(e @ Error::Spawn(_))) => Err(e.clone()),
+            // The failed spawn, or a panic while the run ended after it.
+            Status::Done(Err(e)) => Err(e.clone()),
             _ => Ok(()),
         }
     }

@@ -1108,3 +1108,22 @@ fn panic_ending_a_first_spawn_failure_started_from_a_callback_still_ends_the_run
     );
     assert_eq!(late.outcome().kind, OutcomeKind::Failed);
 }
+
+// And from a host thread: start() reports the panic that ended the run
+// after its failed first spawn, not Ok.
+#[test]
+fn start_reports_a_panic_that_ended_the_run_after_its_failed_first_spawn() {
+    let mut cfg = Config::new("bomb-host", "exit 0").unwrap();
+    cfg.policy = never();
+    cfg.working_dir = Some("/nonexistent/dir".into());
+    let s = Supervisor::new(cfg).unwrap();
+    s.on_event(Some(Box::new(|e: &Event| {
+        if e.kind == EventKind::SpawnFailed {
+            std::panic::panic_any(Bomb)
+        }
+    })))
+    .unwrap();
+    let r = s.start();
+    assert!(matches!(r, Err(Error::Panic(_))), "{r:?}");
+    assert_eq!(s.outcome().kind, OutcomeKind::Failed);
+}
