@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -135,4 +136,72 @@ func TestCoexistsWithOsExecAndOsSignal(t *testing.T) {
 	}
 	logs.Close()
 	evts.Close()
+}
+
+const sigchldIgnoredHelper = "sigchld-ignored"
+
+// A host that ignores SIGCHLD (signal.Ignore sets SIG_IGN) has the kernel
+// reap every child the moment it exits: an "exit 3" is often gone before
+// libdevrig opens its pidfd. That is still a run, whose exit status is
+// unknown, not a failed spawn, and the restarts go on until the budget is
+// spent. The disposition is process-wide, so the test runs in a helper
+// process (TestMain ignores SIGCHLD there before anything else).
+func TestHostIgnoringSIGCHLD(t *testing.T) {
+	if os.Getenv("DEVRIG_GO_HELPER") != sigchldIgnoredHelper {
+		helper := exec.Command(os.Args[0], "-test.run=^TestHostIgnoringSIGCHLD$", "-test.v", "-test.count=1", "-test.timeout=60s")
+		helper.Env = append(os.Environ(), "DEVRIG_GO_HELPER="+sigchldIgnoredHelper)
+		out, err := helper.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestHostIgnoringSIGCHLD") {
+			t.Fatalf("helper process: %v\n%s", err, out)
+		}
+		return
+	}
+
+	const restarts = 20
+	p := fastPolicy(RestartAlways)
+	p.MaxRestarts = restarts
+	p.InitialDelay = time.Millisecond
+	p.MaxDelay = time.Millisecond
+	var s *Supervisor
+	r := runSupervisor(t, context.Background(), "ignchld", "exit 3", p, 30*time.Second,
+		func(sup *Supervisor) { s = sup })
+	// The budget runs out: the run fails, but only for that reason.
+	if r.err != nil {
+		t.Errorf("Run: %v", r.err)
+	}
+	count := func(status string) int {
+		n := 0
+		for _, e := range r.events {
+			if e.Status == status {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(events.StatusSpawnFailed); n != 0 {
+		t.Errorf("%d spawn_failed events", n)
+	}
+	if n := count(events.StatusStarted); n != restarts+1 {
+		t.Errorf("%d started events, want %d", n, restarts+1)
+	}
+	if n := count(events.StatusExited); n != restarts+1 {
+		t.Errorf("%d exited events, want %d", n, restarts+1)
+	}
+	for _, e := range r.events {
+		if e.Status == events.StatusExited && !strings.Contains(e.Message, "exit status unknown") {
+			t.Errorf("exited event says %q, not \"exit status unknown\"", e.Message)
+		}
+	}
+	if len(r.events) == 0 {
+		t.Fatal("no events")
+	}
+	if last := r.events[len(r.events)-1]; last.Status != events.StatusFailed || !strings.Contains(last.Message, "restart budget") {
+		t.Errorf("last event %s %q, want failed (restart budget)", last.Status, last.Message)
+	}
+	if o := s.Outcome(); o.Kind != OutcomeFailed || o.Restarts != restarts {
+		t.Errorf("outcome %+v, want failed after %d restarts", o, restarts)
+	}
+	if t.Failed() {
+		t.Logf("statuses: %v", r.statuses())
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,13 +18,19 @@ import (
 	"github.com/devrig/libdevrig/bindings/go/events"
 )
 
-// TestMain doubles as a helper process for TestReapOrphans: with
+// TestMain doubles as a helper process. For TestReapOrphans: with
 // DEVRIG_GO_HELPER=orphan it runs a supervisor on a state directory, prints
-// the service's pid and waits to be SIGKILLed (a host crash).
+// the service's pid and waits to be SIGKILLed (a host crash). For
+// TestHostIgnoringSIGCHLD: with DEVRIG_GO_HELPER=sigchld-ignored it sets
+// SIGCHLD to SIG_IGN before anything else, then runs the tests it is given
+// (that one).
 func TestMain(m *testing.M) {
-	if os.Getenv("DEVRIG_GO_HELPER") == "orphan" {
+	switch os.Getenv("DEVRIG_GO_HELPER") {
+	case "orphan":
 		orphanHelper()
 		return
+	case sigchldIgnoredHelper:
+		signal.Ignore(syscall.SIGCHLD)
 	}
 	os.Exit(m.Run())
 }

@@ -1,5 +1,6 @@
-"""Python-specific rules: Ctrl-C, exception re-raise, asyncio, the GIL,
-fork, interpreter shutdown, garbage collection, argument errors, reprs."""
+"""Python-specific rules: Ctrl-C, a host ignoring SIGCHLD, exception
+re-raise, asyncio, the GIL, fork, interpreter shutdown, garbage collection,
+argument errors, reprs."""
 
 import asyncio
 import errno
@@ -64,6 +65,51 @@ def test_ctrl_c_stops_the_service_then_raises_keyboard_interrupt():
     assert "outcome CANCELLED" in out
     assert wait_gone(pid, 5)
     assert group_members(pid) == []
+
+
+# --------------------------------------------------- host ignoring SIGCHLD
+
+def test_host_ignoring_sigchld_runs_and_restarts_children_reaped_at_once():
+    # signal.SIG_IGN for SIGCHLD has the kernel reap every child the moment
+    # it exits: an 'exit 3' is often gone before libdevrig opens its pidfd.
+    # That is still a run (exit status unknown), not a failed spawn, and the
+    # restarts go on until the budget is spent. In a child interpreter: the
+    # disposition is process-wide.
+    child = python_child("""
+        import signal
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        import devrig
+        K = devrig.EventKind
+        RESTARTS = 20
+        seen = []
+        sup = devrig.Supervisor(
+            "ignchld", "exit 3",
+            policy=devrig.RestartPolicy(mode="always", max_restarts=RESTARTS,
+                                        startup_grace=0, initial_delay=0.001,
+                                        max_delay=0.001, crash_loop_limit=0),
+            on_event=seen.append)
+        try:
+            sup.run()  # the budget runs out: a failed run, but no exception
+        except devrig.SpawnError as e:
+            print("run raised", repr(e), flush=True)
+        def count(kind):
+            return sum(1 for e in seen if e.kind == kind)
+        assert count(K.SPAWN_FAILED) == 0, seen
+        assert count(K.STARTED) == RESTARTS + 1, seen
+        assert count(K.EXITED) == RESTARTS + 1, seen
+        for e in seen:
+            if e.kind == K.EXITED:
+                assert "exit status unknown" in e.message, e
+        assert seen[-1].kind == K.FAILED, seen
+        assert "restart budget" in seen[-1].message, seen[-1]
+        o = sup.outcome
+        assert o.kind == devrig.OutcomeKind.FAILED, o
+        assert o.restarts == RESTARTS, o
+        print("ok", RESTARTS + 1, "spawns", flush=True)
+    """)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, out + err
+    assert "ok 21 spawns" in out, out + err
 
 
 # ------------------------------------------------- exceptions in callbacks
