@@ -344,9 +344,10 @@ impl Inner {
                     }
                 })
                 .await
-                // The driver's future is dropped here, and with it the
-                // current child's pipes and pidfd: after a panic, ChildIo's
-                // Drop kills the child before FAILED is emitted below.
+                // The driver's future is dropped here. After a panic the
+                // current child's ChildIo is gone already (dropped while the
+                // panic unwound, or here): its Drop has killed what the
+                // service left before FAILED is emitted below.
             };
             let (result, outcome) = ended.unwrap_or_else(|payload| run.ended_by_panic(payload));
             // Its handlers go before the waiters are released.
