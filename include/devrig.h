@@ -147,7 +147,9 @@ typedef enum devrig_event_kind {
   DEVRIG_EVENT_STOPPED = 7,
   /**
    * Terminal: the supervisor gave up; the message says why ("startup",
-   * "restart budget", "crash loop", or the spawn error).
+   * "restart budget", "crash loop", the spawn error, or "run ended by a
+   * panic: ...", a bug in libdevrig). Every run ends with exactly one
+   * terminal event.
    */
   DEVRIG_EVENT_FAILED = 8,
   /**
