@@ -833,6 +833,23 @@ fn parse_num(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.trim().parse().ok()
 }
 
+/// Whether a process, a zombie or a thread has this pid, for the price of a
+/// pid lookup. A sweep's candidates are every pid handed out since its
+/// spawn, and on a busy machine most of them are long gone: each stop of
+/// many services then tried each of them, and a failed open of
+/// /proc/PID/stat costs ten times this (4.3 µs against 0.4 µs here). With
+/// 50 short-lived processes started by others since the services' spawns,
+/// stopping 500 services took three times as long.
+fn pid_in_use(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing, it only checks that the pid exists;
+    // pid > 0, so it names one process, never a group or every process.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Reads /proc/PID/stat; None when the process does not exist.
 pub(crate) fn read_stat(pid: i32) -> Option<ProcStat> {
     let mut buf = [0u8; 1024];
@@ -1496,6 +1513,9 @@ pub(crate) fn find_leftovers(
             if k.pgrp != pgid && (k.host_tagged == Some(false) || !lineage.may_descend(k.ppid)) {
                 continue;
             }
+        }
+        if !pid_in_use(pid) {
+            continue;
         }
         let Some(s) = read_stat(pid) else { continue };
         let host_tagged = known.and_then(|k| k.host_tagged);
@@ -2364,6 +2384,45 @@ mod tests {
         assert!(same_process(me, start));
         assert!(same_process(me, 0));
         assert!(!same_process(me, start - 10_000));
+    }
+
+    #[test]
+    fn a_pid_is_in_use_while_a_process_thread_or_zombie_holds_it() {
+        assert!(pid_in_use(std::process::id() as i32));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no arguments.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let _ = stop_rx.recv();
+        });
+        assert!(pid_in_use(rx.recv().unwrap()));
+        drop(stop_tx);
+        t.join().unwrap();
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // SAFETY: siginfo_t is plain data, all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is valid for writes; WNOWAIT leaves the zombie.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(r, 0);
+        // A zombie still holds its pid: a sweep must see it to reap it.
+        assert!(pid_in_use(pid));
+        assert!(read_stat(pid).unwrap().is_dead());
+        child.wait().unwrap();
+        assert!(!pid_in_use(pid));
+        assert!(read_stat(pid).is_none());
+
+        assert!(!pid_in_use(0));
+        assert!(!pid_in_use(-1));
     }
 
     #[test]
