@@ -6,6 +6,7 @@
  *   bench w3-devrig N
  *   bench w4-limit|w4-devrig STOPS
  *   bench w5-limit|w5-devrig TREES
+ *   bench burn-pids BELOW  (not a row: see w3_wrapped in harness.py)
  */
 #define _GNU_SOURCE
 #include <devrig.h>
@@ -238,6 +239,30 @@ static void w3_devrig(int n) {
            idle_cpu);
 }
 
+/* Creates and reaps processes until the last pid handed out is in
+ * [BELOW - 100, BELOW): the next processes then take the pids just below
+ * BELOW, and after them the first free ones above. */
+static int last_pid(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) die("/proc/loadavg");
+    int last = -1;
+    if (fscanf(f, "%*s %*s %*s %*s %d", &last) != 1) die("/proc/loadavg: no last pid");
+    fclose(f);
+    return last;
+}
+
+static void burn_pids(int below) {
+    long n = 0;
+    for (int last = last_pid(); last >= below || last < below - 100; last = last_pid()) {
+        pid_t p = fork();
+        if (p < 0) die("fork");
+        if (p == 0) _exit(0);
+        waitpid(p, NULL, 0);
+        if (++n > 10 * 1000 * 1000) die("burn-pids: the last pid never came near");
+    }
+    printf("{\"burned\":%ld,\"last\":%d}\n", n, last_pid());
+}
+
 /* ---------------- W4 stop latency ---------------- */
 
 static int cmp_d(const void *a, const void *b) {
@@ -362,6 +387,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(row, "w4-devrig")) w4_devrig(atoi(argv[2]));
     else if (!strcmp(row, "w5-limit")) w5(atoi(argv[2]), 0);
     else if (!strcmp(row, "w5-devrig")) w5(atoi(argv[2]), 1);
+    else if (!strcmp(row, "burn-pids")) burn_pids(atoi(argv[2]));
     else { fprintf(stderr, "bench: unknown row %s\n", row); return 2; }
     (void)cmp_d;
     return 0;
