@@ -1701,11 +1701,17 @@ impl Shared {
             }
         }
         if ev.kind.is_terminal() {
-            // Nothing follows a terminal event: break reference cycles now.
-            let a = lock(&self.on_log).take();
-            let b = lock(&self.on_event).take();
-            drop((a, b));
+            self.drop_callbacks();
         }
+    }
+
+    /// Nothing follows a terminal event: break reference cycles through the
+    /// callbacks now (a bound method of an object that holds this
+    /// supervisor, say).
+    fn drop_callbacks(&self) {
+        let a = lock(&self.on_log).take();
+        let b = lock(&self.on_event).take();
+        drop((a, b));
     }
 }
 
@@ -2000,8 +2006,15 @@ impl Supervisor {
             if ev.kind == devrig::EventKind::Stopping {
                 sh.stopping();
             }
-            if has_log || has_event {
+            // Without on_event no event needs the GIL. Taking it anyway made
+            // the core's threads queue for it, up to the interpreter's switch
+            // interval (5 ms) each time, while the host ran Python code.
+            if has_event {
                 let _ = attach_library(|py| sh.deliver_event(py, ev));
+            } else if ev.kind.is_terminal() {
+                // Unattached, pyo3 queues the decref for the next thread that
+                // attaches: the host's wait() does as it returns.
+                sh.drop_callbacks();
             }
             if ev.kind.is_terminal() {
                 if let Some(q) = &sh.queue {

@@ -587,6 +587,27 @@ def test_callbacks_released_after_the_run():
     assert ref() is None
 
 
+@pytest.mark.parametrize("kind", ["on_log", "on_log_batch"])
+def test_a_log_callback_without_on_event_is_released_after_the_run(kind):
+    # Without on_event the core's thread drops the callback at the terminal
+    # event without the GIL (pyo3 defers the decref): it must still be gone
+    # once run() has returned.
+    seen = []
+
+    class CB:
+        def __call__(self, x):
+            seen.append(x)
+
+    cb = CB()
+    ref = weakref.ref(cb)
+    sup = devrig.Supervisor("rel", "echo hi", policy=fast_policy(), **{kind: cb})
+    del cb
+    sup.run()
+    gc.collect()
+    assert ref() is None
+    assert len(seen) == 1
+
+
 # ------------------------------------------------------- argument errors
 
 @pytest.mark.parametrize(
