@@ -1643,9 +1643,9 @@ struct Facts {
 
 /// What a sweep read of a process: its parent, process group and start
 /// time, and, once its environment was read, whether it carries any tag of
-/// this host. An
-/// environment is fixed at exec, so a process without one never descends
-/// from any spawn of ours (as far as tags can tell: see the README).
+/// this host. An environment is fixed at exec, so a process without one
+/// never descends from any spawn of ours (as far as tags can tell: see the
+/// README).
 #[derive(Clone, Copy)]
 struct Known {
     ppid: i32,
@@ -1668,7 +1668,7 @@ impl Known {
     /// those handed out since the spawn. Adopted by init, their line of
     /// parents rules nothing out, and before the start time was kept each
     /// of 500 stops read each of them again: 8 ms per stop, the stops one
-    /// after another under the lock of these readings, and 3.5-4 s to stop
+    /// after another under the lock of these readings, and 3-4 s to stop
     /// 500 services beside 500 such processes.
     fn rules_out(&self, pgid: i32, since_ticks: u64, lineage: &mut Lineage) -> bool {
         self.pgrp != pgid
