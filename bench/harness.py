@@ -256,7 +256,8 @@ def w3_wrapped(rep, reps):
     sweeps kept the start time in their shared readings, each of the 500
     stops read all 500 of them again: 3-4 s."""
     title = "W3 stop-all with 500 older processes among the services' pids (libdevrig C)"
-    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid_max = int(f.read())
     if pid_max > 65536:
         rep.md += [f"### {title}", "", f"Not measured: pid_max is {pid_max}, and bringing the "
                    "allocator round would take too long.", ""]
