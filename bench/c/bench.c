@@ -239,9 +239,7 @@ static void w3_devrig(int n) {
            idle_cpu);
 }
 
-/* Creates and reaps processes until the last pid handed out is in
- * [BELOW - 100, BELOW): the next processes then take the pids just below
- * BELOW, and after them the first free ones above. */
+/* The last pid handed out, from /proc/loadavg. */
 static int last_pid(void) {
     FILE *f = fopen("/proc/loadavg", "r");
     if (!f) die("/proc/loadavg");
@@ -251,6 +249,9 @@ static int last_pid(void) {
     return last;
 }
 
+/* Creates and reaps processes until the last pid handed out is in
+ * [BELOW - 100, BELOW): the next processes then take the pids just below
+ * BELOW, and after them the first free ones above. */
 static void burn_pids(int below) {
     long n = 0;
     for (int last = last_pid(); last >= below || last < below - 100; last = last_pid()) {
