@@ -58,9 +58,9 @@ func TestStuckSubscriberDoesNotDelayOtherServices(t *testing.T) {
 				}
 				runs = append(runs, r)
 			}
-			// Let the spammers fill what there is to fill (not a wait for
-			// an event: the condition is that they have been at it).
-			time.Sleep(300 * time.Millisecond)
+			// Every spammer is held back by its stuck subscriber before B
+			// is cancelled: its deliveries are queued and its logs held.
+			waitHeldBack(t, 10*time.Second, runs...)
 
 			t0 := time.Now()
 			cancelB()
@@ -87,6 +87,30 @@ func TestStuckSubscriberDoesNotDelayOtherServices(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// waitHeldBack waits until each run has deliveries queued behind a full
+// subscriber and its logs held (libdevrig reads no more of its output).
+func waitHeldBack(t *testing.T, limit time.Duration, runs ...*Running) {
+	t.Helper()
+	heldBack := func(r *Running) bool {
+		d := r.rs.dq.Load()
+		if d == nil {
+			return false
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.busy && d.held
+	}
+	deadline := time.Now().Add(limit)
+	for _, r := range runs {
+		for !heldBack(r) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s was not held back by its stuck subscriber after %v", r.rs.name, limit)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 }
 
