@@ -2,9 +2,10 @@
 """Runs the libdevrig benchmarks and writes ../BENCHMARKS.md, with its
 pictures in plots/ (SVG, see svgplot.py).
 
-Rows of one workload are interleaved (A B C A B C ...) and repeated; each
-row is reported as its median with the min-max seen, and as a ratio to the
-workload's reference row (the limit row, or the faster baseline for W3).
+Rows of one workload are interleaved and repeated, each repetition starting
+one row further on (A B C, B C A, C A B, ...); each row is reported as its
+median with the min-max seen, and as a ratio to the workload's reference
+row (the limit row, or the faster baseline for W3).
 Paths are relative to this file, so any clone folder works.
 
     harness.py [--quick] [--only W1,W4]
@@ -50,10 +51,17 @@ def run_row(cmd, timeout=300):
 
 
 def interleave(rows, reps, pin=False):
-    """rows: [(label, cmd)]; returns {label: [result, ...]} in A B A B order."""
+    """rows: [(label, cmd)]; returns {label: [result, ...]}.
+
+    Each repetition runs every row once, starting one row further on
+    (A B C, B C A, C A B, ...): a row that runs right after another one's
+    teardown (its hundreds of children and their /proc entries being freed)
+    is not always the same row, so no row's median carries the cost of its
+    place in the order."""
     res = {label: [] for label, _ in rows}
-    for _ in range(reps):
-        for label, cmd in rows:
+    for rep in range(reps):
+        k = rep % len(rows)
+        for label, cmd in rows[k:] + rows[:k]:
             res[label].append(run_row((PIN if pin else []) + cmd))
     return res
 
@@ -385,8 +393,10 @@ def main():
         f"- machine: {os.cpu_count()} CPUs (nproc), {cpu}, Linux {kernel}",
         f"- run time: {elapsed:.0f} s",
         "",
-        "Method: the rows of a workload run interleaved (A B C A B C …) in separate",
-        "processes, repeated; each row is reported as its median and the min–max seen, and",
+        "Method: the rows of a workload run interleaved in separate processes, repeated,",
+        "each repetition starting one row further on (A B C, B C A, C A B, …), so that no",
+        "row is always the one that follows another's teardown; each row is reported as",
+        "its median and the min–max seen, and",
         "as a ratio to the workload's reference row (the limit row; for W3 the faster, or",
         "leaner, baseline). W4 is pinned to one CPU (`taskset -c 1`) because its",
         "sub-millisecond rows turn bimodal when the scheduler moves them between CPUs.",
