@@ -510,7 +510,7 @@ def main():
         "  as libc's). A stop pinned to one CPU waits whenever such a burst holds that",
         "  CPU: one traced stop of 2.1 ms had CPU 1 running the agent's thread for",
         "  2.1 ms between the SIGTERM and the child's exit. Pausing DAMON did not",
-        "  remove the tail (6 runs of each case with it paused, 6 with it on).",
+        "  remove the tail (12 runs of 400 stops per row with it paused, 12 with it on).",
         "- Profiles (perf, cpu-clock sampling with DWARF call graphs) and the core changes",
         "  they led to are described in the commit messages of src/ (git log -- src/).",
         "",
