@@ -340,6 +340,8 @@ def background_cpu(secs=2.0):
     before, t0 = task_run_ns(), time.monotonic()
     time.sleep(secs)
     after, dt = task_run_ns(), time.monotonic() - t0
+    if not after:
+        return None  # no schedstat (a kernel without CONFIG_SCHED_INFO)
     used = {k: v - before[k] for k, v in after.items() if k in before and v > before[k]}
     top = []
     for (pid, tid), ns in sorted(used.items(), key=lambda kv: -kv[1])[:3]:
@@ -360,18 +362,20 @@ def w4(rep, rounds, stops):
         procs = spawn_extras(extra)
         try:
             nproc = len([d for d in os.listdir("/proc") if d.isdigit()])
-            bg, top = background_cpu()
+            background = background_cpu()
             res = interleave(rows, rounds, pin=True)
         finally:
             kill_extras(procs)
         samples = [(k, [x for r in v for x in r["ms"]]) for k, v in res.items()]
         over = ", ".join(f"{k.split(':')[0]} {sum(x > 2.0 for x in v)}" for k, v in samples)
-        busy = ", ".join(f"{name} {ms:.1f}" for name, ms in top)
+        note = f"Stops slower than 2 ms, of {rounds * stops} per row: {over}."
+        if background:
+            bg, top = background
+            busy = ", ".join(f"{name} {ms:.1f}" for name, ms in top)
+            note += (f" With the extra processes idle, the rest of the machine ran {bg:.0f} ms of CPU "
+                     f"per second (measured for 2 s before the rows; most: {busy} ms/s).")
         rep.table(f"W4 stop latency, {extra} extra processes ({nproc} on the machine; {rounds}×{stops} stops, pinned to CPU 1)",
-                  "ms", samples, rows[0][0], False,
-                  f"Stops slower than 2 ms, of {rounds * stops} per row: {over}. With the extra processes "
-                  f"idle, the rest of the machine ran {bg:.0f} ms of CPU per second (measured for 2 s "
-                  f"before the rows; most: {busy} ms/s).")
+                  "ms", samples, rows[0][0], False, note)
         panels.append((f"{extra} extra processes", samples))
         d = dict(samples)
         lim, lib = med(d[rows[0][0]]), d[rows[2][0]]
