@@ -333,7 +333,8 @@ def task_run_ns():
 
 def background_cpu(secs=2.0):
     """The CPU the rest of the machine uses while this harness sleeps: ms per
-    second in all, and the three tasks that used the most (name, ms/s).
+    second in all, and the three tasks that used the most (name, ms/s). Only
+    tasks alive at both ends of the window count: a short-lived one is missed.
     Measured with W4's extra processes present, it shows what their number
     costs the machine by itself (agents and kernel threads that walk every
     process), which is what a stop pinned to one CPU may have to wait for."""
@@ -512,7 +513,7 @@ def main():
         "  of 10–40 ms with 2000 extra processes) and DAMON's kdamond.0 (its access",
         "  checks walk the reverse map of file pages that every process maps, such",
         "  as libc's). A stop pinned to one CPU waits whenever such a burst holds that",
-        "  CPU: one traced stop of 2.1 ms had CPU 1 running the agent's thread for",
+        "  CPU: one traced stop of 2.4 ms had CPU 1 running the agent's thread for",
         "  2.1 ms between the SIGTERM and the child's exit. Pausing DAMON did not",
         "  remove the tail (12 runs of 400 stops per row with it paused, 12 with it on).",
         "- Profiles (perf, cpu-clock sampling with DWARF call graphs) and the core changes",
